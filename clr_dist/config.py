@@ -1,0 +1,169 @@
+"""Typed configuration: the schema every YAML file in ``conf/`` and every override is checked against.
+
+The dataclasses are registered in Hydra's ConfigStore as the base of ``conf/train.yaml``, so a
+mistyped key (``trainer.max_step=10``) or a wrong type (``trainer.max_steps=ten``) fails while
+the config is composed, before any work starts. Checks that span several keys, or that need the
+data or the world size, live in ``validate`` and raise ConfigError with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from clr_dist.errors import ConfigError
+from clr_dist.schedules import ScheduleConfig
+
+
+@dataclass
+class ModelConfig:
+    # Any timm model name; ``alexnet`` and ``googlenet`` are registered by clr_dist.models.
+    name: str = "alexnet"
+    # Extra keyword arguments for timm.create_model (e.g. drop_rate).
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # GoogLeNet's auxiliary classifiers: weight of each one's loss in training (0.3 in the paper).
+    aux_loss_weight: float = 0.3
+
+
+@dataclass
+class DataConfig:
+    name: str = "demo"
+    # ImageNet folder layout: root/train/<class>/*.JPEG and root/val/<class>/*.JPEG.
+    root: str = "data/demo"
+    loader: str = "torchvision"
+    # The *global* batch: split evenly over the ranks, so a schedule means the same at any size.
+    batch_size: int = 64
+    # Training crop (random-resized) and validation crop (centre, after resizing the short side).
+    image_size: int = 224
+    val_resize: int = 256
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    workers: int = 4
+    # Make the embedded demo set at data.root when it is not there yet (data=demo only).
+    make_if_missing: bool = False
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    # online: sync to W&B; offline: write the W&B run to disk only (no account needed); disabled.
+    mode: str = "offline"
+    project: str = "clr_dist"
+    entity: Optional[str] = None
+    run_name: Optional[str] = None
+    # Reduce and log the training metrics every this many optimizer steps.
+    log_every: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    # Length of the run in optimizer steps.
+    max_steps: int = 1000
+    # Stop at the first cycle end at or after this many cycles (null: run to max_steps).
+    stop_after_cycles: Optional[int] = None
+    # Validate every this many steps for policies without cycles (null: only at the end).
+    eval_every: Optional[int] = None
+    # Micro-batches per optimizer step; the global batch is data.batch_size per micro-batch.
+    grad_accum_steps: int = 1
+    # auto: bf16 on CUDA when supported, else fp16 with a grad scaler; fp32 on CPU.
+    precision: str = "auto"
+    # auto: CUDA when available, else CPU.
+    device: str = "auto"
+    channels_last: bool = True
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOADERS = ("torchvision",)
+OPTIMIZERS = ("sgd",)
+LOGGER_MODES = ("online", "offline", "disabled")
+
+
+def run_id() -> str:
+    """The name of this job's run directory, the same on every rank and across restarts.
+
+    Every torchrun worker runs ``@hydra.main`` itself, so ``${now:...}`` would give each rank its
+    own directory. The launcher's job id is shared instead: CLR_DIST_RUN_ID if the user set it,
+    else SLURM's job id (kept across a requeue), else torchrun's run id (kept across worker
+    restarts; ``--standalone`` makes a fresh one per launch), else a timestamp for a lone process.
+    """
+    if os.environ.get("CLR_DIST_RUN_ID"):
+        return os.environ["CLR_DIST_RUN_ID"]
+    if os.environ.get("SLURM_JOB_ID"):
+        job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ["SLURM_JOB_ID"])
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{job}" + (f"_{task}" if task else "")
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID")
+    if elastic and elastic != "none":
+        return f"torchrun-{elastic}"
+    return time.strftime("local-%Y%m%d-%H%M%S")
+
+
+def register() -> None:
+    """Register the schema and the ``clr_run_id`` resolver; safe to call more than once."""
+    if not OmegaConf.has_resolver("clr_run_id"):
+        OmegaConf.register_new_resolver("clr_run_id", run_id, use_cache=True)
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
+
+
+def validate(cfg: TrainConfig, world_size: int) -> None:
+    """Checks that need more than one key or the world size; raise ConfigError on the first."""
+    _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
+    _check_choice("data.loader", cfg.data.loader, LOADERS)
+    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    for key, value in (
+        ("trainer.max_steps", cfg.trainer.max_steps),
+        ("trainer.grad_accum_steps", cfg.trainer.grad_accum_steps),
+        ("data.batch_size", cfg.data.batch_size),
+        ("data.image_size", cfg.data.image_size),
+        ("logger.log_every", cfg.logger.log_every),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be a positive integer")
+    if cfg.data.batch_size % world_size:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} (the global batch) does not divide evenly "
+            f"over {world_size} ranks; use a multiple of {world_size}"
+        )
+    if cfg.data.val_resize < cfg.data.image_size:
+        raise ConfigError(
+            f"data.val_resize={cfg.data.val_resize} is smaller than data.image_size="
+            f"{cfg.data.image_size}; the validation crop must fit inside the resized image"
+        )
+    if cfg.trainer.stop_after_cycles is not None and cfg.trainer.stop_after_cycles <= 0:
+        raise ConfigError(f"trainer.stop_after_cycles={cfg.trainer.stop_after_cycles} must be positive or null")
+
+
+def to_object(cfg: Any) -> TrainConfig:
+    """The composed DictConfig as the typed dataclass tree (interpolations resolved)."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

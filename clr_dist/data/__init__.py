@@ -1,0 +1,29 @@
+"""Data: datasets on disk and the loaders the trainer reads them with."""
+
+from __future__ import annotations
+
+from clr_dist.config import DataConfig
+from clr_dist.errors import DataError
+from clr_dist.data.datasets import check_image_folder, make_demo_dataset
+from clr_dist.dist import DistInfo
+
+
+def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
+    """Check the folder layout (one line on bad input), then build the configured loader.
+
+    Rank 0 makes the demo set when ``data.make_if_missing`` asks for it; every rank must call.
+    """
+    from clr_dist import dist
+    from clr_dist.data.torch_loader import TorchvisionLoaders
+
+    error = None
+    if cfg.make_if_missing and info.is_main:
+        try:
+            make_demo_dataset(cfg.root, image_size=cfg.val_resize)
+        except DataError as exc:
+            error = str(exc)
+    error = dist.broadcast_object(error)  # the other ranks wait here for the data, or the error
+    if error:
+        raise DataError(error)
+    summary = check_image_folder(cfg.root)
+    return TorchvisionLoaders(cfg, info, seed, summary.classes)

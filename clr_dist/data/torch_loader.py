@@ -1,0 +1,69 @@
+"""The torchvision loader: ImageFolder, a distributed sampler, PyTorch DataLoader workers."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
+
+from clr_dist.config import DataConfig
+from clr_dist.dist import DistInfo
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TorchvisionLoaders:
+    """Training batches by epoch and this rank's share of the validation set.
+
+    Training drops the last incomplete global batch, so every optimizer step sees exactly
+    ``data.batch_size`` images. Validation gives each rank a disjoint slice with no padding, so
+    after a sum over ranks every validation image counts exactly once.
+    """
+
+    def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
+        normalize = transforms.Normalize(cfg.mean, cfg.std)
+        train_tf = transforms.Compose([
+            transforms.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale)),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            normalize,
+        ])
+        val_tf = transforms.Compose([
+            transforms.Resize(cfg.val_resize),
+            transforms.CenterCrop(cfg.image_size),
+            transforms.ToTensor(),
+            normalize,
+        ])
+        self.train_set = ImageFolder(f"{cfg.root}/train", train_tf)
+        val_set = ImageFolder(f"{cfg.root}/val", val_tf)
+        assert self.train_set.classes == classes == val_set.classes
+        self.classes = classes
+        self.val_size = len(val_set)
+        self.sampler = DistributedSampler(
+            self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
+        )
+        per_rank_batch = cfg.batch_size // info.world_size
+        common = dict(
+            num_workers=cfg.workers,
+            pin_memory=info.device.type == "cuda",
+            persistent_workers=cfg.workers > 0,
+        )
+        self.train = DataLoader(self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common)
+        self.val = DataLoader(
+            Subset(val_set, range(info.rank, len(val_set), info.world_size)), batch_size=per_rank_batch, **common
+        )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Micro-batches per epoch on each rank (the same on every rank)."""
+        return len(self.train)
+
+    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+        self.sampler.set_epoch(epoch)
+        return iter(self.train)
+
+    def val_batches(self) -> Iterator[Batch]:
+        return iter(self.val)

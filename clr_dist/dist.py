@@ -1,0 +1,127 @@
+"""Everything that touches torch.distributed. Each helper also works in a single process.
+
+Collectives are marked "every rank must call": calling them from a subset of ranks deadlocks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(preference: str, local_rank: int) -> torch.device:
+    """``auto`` picks CUDA (one GPU per local rank) when there is one, else the CPU."""
+    if preference == "auto":
+        preference = "cuda" if torch.cuda.is_available() else "cpu"
+    if preference == "cuda":
+        if not torch.cuda.is_available():
+            from clr_dist.errors import ConfigError
+
+            raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device(preference)
+
+
+def init(device_preference: str = "auto") -> DistInfo:
+    """Join the process group that torchrun (or srun) set up in the environment, if any.
+
+    Backend: nccl on CUDA, gloo on the CPU. Without RANK/WORLD_SIZE this is a single process and
+    no group is made.
+    """
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    device = resolve_device(device_preference, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            timeout=timedelta(minutes=30),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def close() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int, rank: int) -> None:
+    """Seed Python, NumPy and torch; ranks get different streams (different augmentations)."""
+    seed = seed + 1000 * rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over all ranks, in place, and return it. Every rank must call."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Average ``tensor`` over all ranks, in place, and return it. Every rank must call."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
+        if dist.get_backend() != "nccl":  # gloo has no AVG
+            tensor /= dist.get_world_size()
+    return tensor
+
+
+def all_gather_object(obj: object) -> list[object]:
+    """Every rank's ``obj``, in rank order. Every rank must call."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank. Every rank must call."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait for every rank. Every rank must call."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DDP around ``model`` when there is more than one rank; the model itself otherwise."""
+    if not info.distributed:
+        return model
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

@@ -1,0 +1,272 @@
+"""What a run tells the outside world: W&B, ``metrics.jsonl``, ``cycle_peaks.csv``, the console.
+
+Only rank 0 writes. Other ranks get a Reporter with no writers, so the training loop calls the
+same methods everywhere and never asks which rank it is on (every rank still takes part in the
+metric reductions, which happen before these calls).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clr_dist.config import LoggerConfig
+from clr_dist.dist import DistInfo
+
+
+@dataclass(frozen=True)
+class CyclePeak:
+    """Validation at the end of a cycle, where the paper finds accuracy peaks."""
+
+    cycle: int
+    step: int
+    lr: float
+    top1: float
+    top5: float
+    val_loss: float
+
+
+PEAK_FIELDS = [f.name for f in dataclasses.fields(CyclePeak)]
+
+
+def environment(info: DistInfo) -> dict[str, Any]:
+    """Where the run came from: versions, git revision, world size, hardware."""
+    import hydra
+    import timm
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "timm": timm.__version__,
+                "hydra": hydra.__version__}
+    for name, module in (("wandb", "wandb"), ("dali", "nvidia.dali")):
+        try:
+            versions[name] = __import__(module, fromlist=["__version__"]).__version__
+        except ImportError:
+            versions[name] = None
+    source = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "--verify", "-q", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        revision = head.stdout.strip() if head.returncode == 0 else None
+        dirty = bool(subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()) if revision else None
+    except (OSError, subprocess.SubprocessError):
+        revision, dirty = None, None
+    if info.device.type == "cuda":
+        devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        devices = [platform.processor() or platform.machine()]
+    return {
+        "versions": versions,
+        "git_revision": revision,
+        "git_dirty": dirty,
+        "world_size": info.world_size,
+        "device_type": info.device.type,
+        "devices": devices,
+        "cpu_count": os.cpu_count(),
+        "hostname": socket.gethostname(),
+        "command": sys.argv,
+    }
+
+
+class Writer:
+    """One destination. Every method is optional."""
+
+    def start(self, config: dict[str, Any], env: dict[str, Any], resolved: dict[str, Any]) -> None: ...
+    def train(self, step: int, metrics: dict[str, float]) -> None: ...
+    def peak(self, peak: CyclePeak, peaks: list[CyclePeak]) -> None: ...
+    def evaluation(self, step: int, metrics: dict[str, float]) -> None: ...
+    def close(self, peaks: list[CyclePeak]) -> None: ...
+
+
+class Reporter:
+    """Fans each call out to the writers; with no writers (ranks other than 0) it does nothing."""
+
+    def __init__(self, writers: list[Writer]) -> None:
+        self.writers = writers
+        self.peaks: list[CyclePeak] = []
+
+    def start(self, config: dict[str, Any], env: dict[str, Any], resolved: dict[str, Any]) -> None:
+        for w in self.writers:
+            w.start(config, env, resolved)
+
+    def train(self, step: int, metrics: dict[str, float]) -> None:
+        for w in self.writers:
+            w.train(step, metrics)
+
+    def peak(self, peak: CyclePeak) -> None:
+        self.peaks.append(peak)
+        for w in self.writers:
+            w.peak(peak, self.peaks)
+
+    def evaluation(self, step: int, metrics: dict[str, float]) -> None:
+        for w in self.writers:
+            w.evaluation(step, metrics)
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close(self.peaks)
+
+
+def best_peak(peaks: list[CyclePeak]) -> CyclePeak | None:
+    return max(peaks, key=lambda p: (p.top1, -p.val_loss)) if peaks else None
+
+
+class JsonlWriter(Writer):
+    """``metrics.jsonl``: one JSON object per event, appended and flushed as it happens."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("a", buffering=1)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+
+    def start(self, config, env, resolved) -> None:
+        self._write({"event": "start", "resolved": resolved, "environment": env})
+
+    def train(self, step, metrics) -> None:
+        self._write({"event": "train", "step": step, **metrics})
+
+    def peak(self, peak, peaks) -> None:
+        self._write({"event": "cycle_peak", **dataclasses.asdict(peak)})
+
+    def evaluation(self, step, metrics) -> None:
+        self._write({"event": "eval", "step": step, **metrics})
+
+    def close(self, peaks) -> None:
+        self.file.close()
+
+
+class PeaksCsvWriter(Writer):
+    """``cycle_peaks.csv``: the table of cycle-end peaks so far, rewritten atomically each cycle."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def peak(self, peak, peaks) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=PEAK_FIELDS)
+            writer.writeheader()
+            writer.writerows(dataclasses.asdict(p) for p in peaks)
+        os.replace(tmp, self.path)
+
+
+class WandbWriter(Writer):
+    """One W&B run per job. Its id is kept in the run directory so a restarted job continues it."""
+
+    def __init__(self, cfg: LoggerConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir, self.run = cfg, run_dir, None
+
+    def start(self, config, env, resolved) -> None:
+        import wandb
+
+        id_file = self.run_dir / "wandb_run_id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+        id_file.write_text(run_id + "\n")
+        self.run = wandb.init(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            name=self.cfg.run_name or self.run_dir.name,
+            mode=self.cfg.mode,
+            dir=str(self.run_dir),
+            id=run_id,
+            resume="allow",
+            config={**config, "environment": env, "resolved": resolved},
+        )
+        # Validation is plotted against the cycle, the unit in which CLR runs are read.
+        self.run.define_metric("cycle")
+        self.run.define_metric("val/*", step_metric="cycle")
+
+    def train(self, step, metrics) -> None:
+        self.run.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
+
+    def peak(self, peak, peaks) -> None:
+        import wandb
+
+        table = wandb.Table(columns=PEAK_FIELDS, data=[[getattr(p, f) for f in PEAK_FIELDS] for p in peaks])
+        self.run.log(
+            {"cycle": peak.cycle, "val/top1": peak.top1, "val/top5": peak.top5,
+             "val/loss": peak.val_loss, "val/lr": peak.lr, "cycle_peaks": table},
+            step=peak.step,
+        )
+        best = best_peak(peaks)
+        self.run.summary.update({f"best/{f}": getattr(best, f) for f in PEAK_FIELDS})
+
+    def evaluation(self, step, metrics) -> None:
+        self.run.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+
+    def close(self, peaks) -> None:
+        if self.run is not None:
+            self.run.finish()
+
+
+class ConsoleWriter(Writer):
+    """A progress bar (step, lr, loss, images/s) and the cycle-peak table at the end."""
+
+    def __init__(self, total_steps: int, initial_step: int, progress_bar: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, disable=not progress_bar, file=sys.stderr)
+        self.last_step = initial_step
+
+    def start(self, config, env, resolved) -> None:
+        self.bar.write("clr_dist: " + ", ".join(f"{k}={v}" for k, v in resolved.items()))
+
+    def train(self, step, metrics) -> None:
+        self.bar.update(step - self.last_step)
+        self.last_step = step
+        self.bar.set_postfix(lr=f"{metrics['lr']:.4g}", loss=f"{metrics['loss']:.4f}",
+                             img_s=f"{metrics['images_per_sec']:.0f}", refresh=False)
+
+    def peak(self, peak, peaks) -> None:
+        self.bar.write(
+            f"cycle {peak.cycle} ends at step {peak.step}: top-1 {peak.top1:.2%}, "
+            f"top-5 {peak.top5:.2%}, val loss {peak.val_loss:.4f}"
+        )
+
+    def evaluation(self, step, metrics) -> None:
+        self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def close(self, peaks) -> None:
+        self.bar.close()
+        print(format_peaks_table(peaks), flush=True)
+
+
+def format_peaks_table(peaks: list[CyclePeak]) -> str:
+    if not peaks:
+        return "No cycle ended during this run, so there are no cycle-end peaks to show."
+    best = best_peak(peaks)
+    lines = ["Cycle-end peaks", f"{'cycle':>5} {'step':>8} {'lr':>10} {'top-1':>8} {'top-5':>8} {'val loss':>9}"]
+    for p in peaks:
+        mark = "  <- best" if p is best else ""
+        lines.append(f"{p.cycle:>5} {p.step:>8} {p.lr:>10.4g} {p.top1:>8.2%} {p.top5:>8.2%} {p.val_loss:>9.4f}{mark}")
+    return "\n".join(lines)
+
+
+def build_reporter(cfg: LoggerConfig, run_dir: Path, info: DistInfo, total_steps: int, initial_step: int) -> Reporter:
+    """All writers on rank 0; none elsewhere."""
+    if not info.is_main:
+        return Reporter([])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    writers: list[Writer] = [JsonlWriter(run_dir / "metrics.jsonl"), PeaksCsvWriter(run_dir / "cycle_peaks.csv")]
+    if cfg.mode != "disabled":
+        writers.append(WandbWriter(cfg, run_dir))
+    # Last, so that the peak table is the final thing printed, after W&B's own closing lines.
+    writers.append(ConsoleWriter(total_steps, initial_step, cfg.progress_bar))
+    return Reporter(writers)

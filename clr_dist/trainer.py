@@ -1,0 +1,222 @@
+"""The Trainer: owns the run state (step, epoch, peaks) and the loop.
+
+Everything the loop needs is built in ``__init__``, cheap checks first, so bad input fails
+before any data is read or any model is built. ``fit()`` reads top to bottom: set the LR from the
+schedule, take one optimizer step, log every ``logger.log_every`` steps, validate at cycle ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from clr_dist import dist
+from clr_dist.config import TrainConfig, validate
+from clr_dist.data import build_loaders
+from clr_dist.errors import ConfigError
+from clr_dist.models import build_model, training_loss
+from clr_dist.optim import build_optimizer, set_lr, set_momentum
+from clr_dist.reporting import CyclePeak, build_reporter, environment
+from clr_dist.schedules import build_schedule
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """None means fp32. ``auto`` is bf16 on CUDA when supported, else fp16; fp32 on the CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision=fp16 needs CUDA; on the CPU use bf16 or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.info = info = dist.init(cfg.trainer.device)
+        validate(cfg, info.world_size)
+        self.amp_dtype = _autocast_dtype(cfg.trainer.precision, info.device)
+        dist.seed_everything(cfg.trainer.seed, info.rank)
+
+        self.data = build_loaders(cfg.data, info, cfg.trainer.seed)
+        accum = cfg.trainer.grad_accum_steps
+        steps_per_epoch = self.data.batches_per_epoch // accum
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"data.batch_size={cfg.data.batch_size} x trainer.grad_accum_steps={accum} is larger than "
+                f"the training set ({len(self.data.train_set)} images); use a smaller batch"
+            )
+        resolved = build_schedule(cfg.schedule, steps_per_epoch)
+        self.schedule = resolved.schedule
+        self.planned_steps = self._planned_steps()
+        self.resolved = {
+            "world_size": info.world_size,
+            "device": str(info.device),
+            "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
+            "global_batch": cfg.data.batch_size,
+            "per_rank_batch": cfg.data.batch_size // info.world_size,
+            "grad_accum_steps": accum,
+            "train_images": len(self.data.train_set),
+            "val_images": self.data.val_size,
+            "classes": len(self.data.classes),
+            "steps_per_epoch": steps_per_epoch,
+            "stepsize": resolved.stepsize,
+            "cycle_length": self.schedule.cycle_length,
+            "planned_steps": self.planned_steps,
+            "run_dir": str(run_dir),
+        }
+
+        model = build_model(cfg.model.name, len(self.data.classes), dict(cfg.model.kwargs)).to(info.device)
+        self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ddp_model = dist.wrap_model(model, info)
+        self.optimizer = build_optimizer(cfg.optimizer, model, self.schedule.lr(0))
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.step = 0
+        self.epoch = 0
+        self.reporter = build_reporter(cfg.logger, run_dir, info, self.planned_steps, self.step)
+
+    def _planned_steps(self) -> int:
+        """``trainer.max_steps``, or earlier: the end of cycle ``trainer.stop_after_cycles``."""
+        max_steps, stop_after = self.cfg.trainer.max_steps, self.cfg.trainer.stop_after_cycles
+        if stop_after is None:
+            return max_steps
+        if self.schedule.cycle_length is None:
+            raise ConfigError(
+                f"trainer.stop_after_cycles={stop_after} needs a cyclical schedule; "
+                f"schedule.policy={self.cfg.schedule.policy} has no cycles"
+            )
+        cycles = 0
+        for step in range(1, max_steps + 1):
+            cycles += self.schedule.is_cycle_end(step)
+            if cycles == stop_after:
+                return step
+        return max_steps
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def fit(self) -> list[CyclePeak]:
+        """Train to the planned end; validate at every cycle end. Returns the cycle peaks."""
+        cfg = self.cfg
+        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(cfg)), environment(self.info), self.resolved)
+        batches = self._batches()
+        loss_sum = torch.zeros((), device=self.info.device)
+        steps_since_log, last_log = 0, time.perf_counter()
+        evaluated_at = None
+        while self.step < self.planned_steps:
+            lr = self.schedule.lr(self.step)
+            momentum = self.schedule.momentum(self.step)
+            set_lr(self.optimizer, lr)
+            if momentum is not None:
+                set_momentum(self.optimizer, momentum)
+            loss_sum += self.train_step(batches)
+            self.step += 1
+            steps_since_log += 1
+
+            if self.step % cfg.logger.log_every == 0 or self.step == self.planned_steps:
+                # The one host-device sync of the loop, every log_every steps.
+                mean_loss = dist.all_reduce_mean(loss_sum / steps_since_log).item()
+                elapsed = time.perf_counter() - last_log
+                metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch,
+                           "images_per_sec": steps_since_log * cfg.data.batch_size * cfg.trainer.grad_accum_steps / elapsed}
+                if momentum is not None:
+                    metrics["momentum"] = momentum
+                self.reporter.train(self.step, metrics)
+                loss_sum.zero_()
+                steps_since_log, last_log = 0, time.perf_counter()
+
+            eval_start = time.perf_counter()
+            if self.schedule.is_cycle_end(self.step):
+                result = self.evaluate()
+                self.reporter.peak(CyclePeak(cycle=self.schedule.cycle(self.step - 1), step=self.step, lr=lr, **result))
+                evaluated_at = self.step
+            elif cfg.trainer.eval_every and self.step % cfg.trainer.eval_every == 0:
+                self.reporter.evaluation(self.step, self.evaluate())
+                evaluated_at = self.step
+            last_log += time.perf_counter() - eval_start  # validation time is not training throughput
+        if evaluated_at != self.step:
+            self.reporter.evaluation(self.step, self.evaluate())
+        return list(self.reporter.peaks)
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches on the device, epoch after epoch."""
+        while True:
+            for images, targets in self.data.train_epoch(self.epoch):
+                yield self._to_device(images, targets)
+            self.epoch += 1
+
+    def _to_device(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.info.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets.to(self.info.device, non_blocking=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.info.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """One optimizer update over ``grad_accum_steps`` micro-batches; returns the detached loss."""
+        accum = self.cfg.trainer.grad_accum_steps
+        total = torch.zeros((), device=self.info.device)
+        for micro in range(accum):
+            images, targets = next(batches)
+            # Gradients are all-reduced only on the last micro-batch of the step.
+            last = micro == accum - 1
+            sync = contextlib.nullcontext() if last or not self.info.distributed else self.ddp_model.no_sync()
+            with sync:
+                with self._autocast():
+                    outputs = self.ddp_model(images)
+                    loss, _ = training_loss(outputs, targets, self.cfg.model.aux_loss_weight)
+                    loss = loss / accum
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Loss, top-1 and top-5 over the whole validation set. Every rank must call.
+
+        Uses the bare model, not the DDP wrapper: ranks may hold different numbers of validation
+        batches, and DDP's forward can issue collectives. Sums are reduced once at the end.
+        """
+        self.model.eval()
+        totals = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, top1, top5, n
+        for images, targets in self.data.val_batches():
+            images, targets = self._to_device(images, targets)
+            with self._autocast():
+                logits = self.model(images)
+            logits = logits.float()
+            k = min(5, logits.shape[1])
+            hits = logits.topk(k, dim=1).indices == targets[:, None]
+            totals += torch.stack([
+                F.cross_entropy(logits, targets, reduction="sum").double(),
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(len(targets), dtype=torch.float64, device=self.info.device),
+            ])
+        dist.all_reduce_sum(totals)
+        self.model.train()
+        loss, top1, top5, count = totals.tolist()
+        if int(count) != self.data.val_size:  # every validation image exactly once, or a bug
+            raise RuntimeError(f"validation saw {int(count)} images, expected {self.data.val_size}")
+        return {"val_loss": loss / count, "top1": top1 / count, "top5": top5 / count}
+
+    def close(self) -> None:
+        self.reporter.close()
+        dist.close()
