@@ -85,6 +85,8 @@ class TrainerConfig:
     device: str = "auto"
     channels_last: bool = True
     seed: int = 0
+    # Write lr_rank<R>.csv: the LR (and momentum) each rank's optimizer actually held at each step.
+    record_lr: bool = False
 
 
 @dataclass

@@ -15,3 +15,7 @@ class ConfigError(UsageError, ValueError):
 
 class DataError(UsageError, ValueError):
     """A dataset on disk that cannot be used; the message says what is wrong and what to do."""
+
+
+class TrainingDiverged(UsageError, RuntimeError):
+    """The loss became NaN or infinite: the learning rate is too high for this model and data."""

@@ -25,16 +25,17 @@ def main(cfg: DictConfig) -> None:
     from clr_dist.trainer import Trainer
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer = None
     try:
         trainer = Trainer(config.to_object(cfg), run_dir)
+        trainer.fit()
     except UsageError as exc:
-        dist.close()
         print(f"clr-dist train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    try:
-        trainer.fit()
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
+        dist.close()
 
 
 if __name__ == "__main__":

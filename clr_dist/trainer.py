@@ -8,9 +8,10 @@ schedule, take one optimizer step, log every ``logger.log_every`` steps, validat
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from omegaconf import OmegaConf
 from clr_dist import dist
 from clr_dist.config import TrainConfig, validate
 from clr_dist.data import build_loaders
-from clr_dist.errors import ConfigError
+from clr_dist.errors import ConfigError, TrainingDiverged
 from clr_dist.models import build_model, training_loss
 from clr_dist.optim import build_optimizer, set_lr, set_momentum
 from clr_dist.reporting import CyclePeak, build_reporter, environment
@@ -35,6 +36,37 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("trainer.precision=fp16 needs CUDA; on the CPU use bf16 or fp32")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class _ThroughputMeter:
+    """Sums the step losses on the device (no sync) and times the steps between two logs."""
+
+    def __init__(self, device: torch.device, images_per_step: int) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.images_per_step = images_per_step
+        self.steps = 0
+        self.started = time.perf_counter()
+        self.excluded = 0.0
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss += loss
+        self.steps += 1
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - start
+
+    def flush(self) -> tuple[int, float, torch.Tensor]:
+        """(steps, images/s, summed loss) since the last flush; then start again."""
+        elapsed = time.perf_counter() - self.started - self.excluded
+        result = (self.steps, self.steps * self.images_per_step / elapsed, self.loss.clone())
+        self.loss.zero_()
+        self.steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
+        return result
 
 
 class Trainer:
@@ -85,6 +117,7 @@ class Trainer:
 
         self.step = 0
         self.epoch = 0
+        self.evaluated_at: int | None = None
         self.reporter = build_reporter(cfg.logger, run_dir, info, self.planned_steps, self.step)
 
     def _planned_steps(self) -> int:
@@ -108,46 +141,71 @@ class Trainer:
 
     def fit(self) -> list[CyclePeak]:
         """Train to the planned end; validate at every cycle end. Returns the cycle peaks."""
-        cfg = self.cfg
-        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(cfg)), environment(self.info), self.resolved)
+        log_every = self.cfg.logger.log_every
+        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info), self.resolved)
         batches = self._batches()
-        loss_sum = torch.zeros((), device=self.info.device)
-        steps_since_log, last_log = 0, time.perf_counter()
-        evaluated_at = None
+        meter = _ThroughputMeter(self.info.device, self.cfg.data.batch_size * self.cfg.trainer.grad_accum_steps)
+        lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         while self.step < self.planned_steps:
-            lr = self.schedule.lr(self.step)
-            momentum = self.schedule.momentum(self.step)
-            set_lr(self.optimizer, lr)
-            if momentum is not None:
-                set_momentum(self.optimizer, momentum)
-            loss_sum += self.train_step(batches)
+            lr, momentum = self._apply_schedule()
+            meter.add(self.train_step(batches))
+            if lr_log is not None:
+                group = self.optimizer.param_groups[0]
+                lr_log.write(f"{self.step},{group['lr']!r},{group.get('momentum', '')!r}\n")
             self.step += 1
-            steps_since_log += 1
-
-            if self.step % cfg.logger.log_every == 0 or self.step == self.planned_steps:
-                # The one host-device sync of the loop, every log_every steps.
-                mean_loss = dist.all_reduce_mean(loss_sum / steps_since_log).item()
-                elapsed = time.perf_counter() - last_log
-                metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch,
-                           "images_per_sec": steps_since_log * cfg.data.batch_size * cfg.trainer.grad_accum_steps / elapsed}
-                if momentum is not None:
-                    metrics["momentum"] = momentum
-                self.reporter.train(self.step, metrics)
-                loss_sum.zero_()
-                steps_since_log, last_log = 0, time.perf_counter()
-
-            eval_start = time.perf_counter()
-            if self.schedule.is_cycle_end(self.step):
-                result = self.evaluate()
-                self.reporter.peak(CyclePeak(cycle=self.schedule.cycle(self.step - 1), step=self.step, lr=lr, **result))
-                evaluated_at = self.step
-            elif cfg.trainer.eval_every and self.step % cfg.trainer.eval_every == 0:
-                self.reporter.evaluation(self.step, self.evaluate())
-                evaluated_at = self.step
-            last_log += time.perf_counter() - eval_start  # validation time is not training throughput
-        if evaluated_at != self.step:
+            if self.step % log_every == 0 or self.step == self.planned_steps:
+                self._log_train(meter, lr, momentum)
+            with meter.paused():  # validation time is not training throughput
+                self._validate_if_due(lr)
+        if self.evaluated_at != self.step:
             self.reporter.evaluation(self.step, self.evaluate())
+            self.evaluated_at = self.step
+        if lr_log is not None:
+            lr_log.close()
         return list(self.reporter.peaks)
+
+    def _apply_schedule(self) -> tuple[float, float | None]:
+        """Set this step's LR (and momentum, if the schedule cycles it) on the optimizer."""
+        lr = self.schedule.lr(self.step)
+        momentum = self.schedule.momentum(self.step)
+        set_lr(self.optimizer, lr)
+        if momentum is not None:
+            set_momentum(self.optimizer, momentum)
+        return lr, momentum
+
+    def _log_train(self, meter: _ThroughputMeter, lr: float, momentum: float | None) -> None:
+        """Reduce the mean loss since the last log over all ranks and report it. Every rank calls."""
+        # The one host-device sync of the loop, every logger.log_every steps.
+        steps, images_per_sec, loss = meter.flush()
+        mean_loss = dist.all_reduce_mean(loss / steps).item()
+        if not math.isfinite(mean_loss):  # the same value on every rank, so all stop together
+            raise TrainingDiverged(
+                f"training loss is {mean_loss} at step {self.step} (lr {lr:.4g}); lower "
+                f"schedule.max_lr/base_lr (a range test finds the bounds); the metrics so far "
+                f"are in {self.run_dir}"
+            )
+        metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch, "images_per_sec": images_per_sec}
+        if momentum is not None:
+            metrics["momentum"] = momentum
+        self.reporter.train(self.step, metrics)
+
+    def _validate_if_due(self, lr: float) -> None:
+        """At a cycle end: validate and report the peak. Else every trainer.eval_every steps."""
+        if self.schedule.is_cycle_end(self.step):
+            result = self.evaluate()
+            cycle = self.schedule.cycle(self.step - 1)  # the cycle the last update belonged to
+            self.reporter.peak(CyclePeak(cycle=cycle, step=self.step, lr=lr, **result))
+        elif self.cfg.trainer.eval_every and self.step % self.cfg.trainer.eval_every == 0:
+            self.reporter.evaluation(self.step, self.evaluate())
+        else:
+            return
+        self.evaluated_at = self.step
+
+    def _open_lr_log(self) -> TextIO:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lr_log = (self.run_dir / f"lr_rank{self.info.rank}.csv").open("w")
+        lr_log.write("step,lr,momentum\n")
+        return lr_log
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches on the device, epoch after epoch."""
@@ -219,4 +277,3 @@ class Trainer:
 
     def close(self) -> None:
         self.reporter.close()
-        dist.close()
