@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from clr_dist.config import DataConfig
-from clr_dist.errors import DataError
 from clr_dist.data.datasets import check_image_folder, make_demo_dataset
 from clr_dist.dist import DistInfo
+from clr_dist.errors import DataError
 
 
 def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
@@ -17,7 +19,9 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
     from clr_dist.data.torch_loader import TorchvisionLoaders
 
     error = None
-    if cfg.make_if_missing and info.is_main:
+    root = Path(cfg.root)
+    missing = not root.exists() or (root.is_dir() and not any(root.iterdir()))
+    if cfg.make_if_missing and missing and info.is_main:
         try:
             make_demo_dataset(cfg.root, image_size=cfg.val_resize)
         except DataError as exc:

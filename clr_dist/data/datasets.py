@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +163,8 @@ def make_demo_dataset(
     """Write the demo set under ``out`` (ImageNet layout); reuse it when it is already there.
 
     A finished set carries a marker file with its settings; a folder with the marker and the same
-    settings is returned as is, so ``make demo`` makes the data once.
+    settings is returned as is, so ``make demo`` makes the data once. A folder holding anything
+    else (other files, or a demo set made with other settings) is refused, never overwritten.
     """
     out = Path(out)
     settings = {
@@ -172,20 +175,33 @@ def make_demo_dataset(
         "classes": list(DEMO_CLASSES),
     }
     marker = out / DEMO_MARKER
-    if marker.is_file() and json.loads(marker.read_text()) == settings:
-        return check_image_folder(out)
-    if out.exists() and any(out.iterdir()) and not marker.is_file():
+    if marker.is_file():
+        made_with = json.loads(marker.read_text())
+        if made_with == settings:
+            return check_image_folder(out)
+        changed = ", ".join(f"{k}={made_with.get(k)!r} (asked {v!r})" for k, v in settings.items() if made_with.get(k) != v)
+        raise DataError(
+            f"{str(out)!r} holds a demo set made with other settings: {changed}; "
+            f"choose another directory or delete this one"
+        )
+    if out.exists() and any(out.iterdir()):
         raise DataError(
             f"{str(out)!r} already holds files that are not a clr_dist demo set; "
             f"choose an empty or new directory"
         )
+    # Written beside the target and renamed into place, so an interrupted run leaves no half set.
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
     # Train and val images come from disjoint seed ranges, so no val image is a train image.
     for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1 << 20)):
         for class_index, name in enumerate(DEMO_CLASSES):
-            class_dir = out / split / name
+            class_dir = staging / split / name
             class_dir.mkdir(parents=True, exist_ok=True)
             for k in range(per_class):
                 image = render_demo_image(class_index, seed * (1 << 24) + offset + k, image_size)
                 image.save(class_dir / f"{name}_{k:05d}.JPEG", quality=90)
-    marker.write_text(json.dumps(settings, indent=2) + "\n")
+    (staging / DEMO_MARKER).write_text(json.dumps(settings, indent=2) + "\n")
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    os.replace(staging, out)
     return check_image_folder(out)

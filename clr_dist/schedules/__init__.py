@@ -1,6 +1,23 @@
 """Learning-rate policies as stateless functions of the global optimizer step."""
 
 from clr_dist.schedules.base import Schedule
-from clr_dist.schedules.factory import POLICIES, ResolvedSchedule, ScheduleConfig, build_schedule
+from clr_dist.schedules.factory import (
+    POLICIES,
+    POLICY_NAMES,
+    ResolvedSchedule,
+    ScheduleConfig,
+    StageConfig,
+    as_schedule_config,
+    build_schedule,
+)
 
-__all__ = ["POLICIES", "ResolvedSchedule", "Schedule", "ScheduleConfig", "build_schedule"]
+__all__ = [
+    "POLICIES",
+    "POLICY_NAMES",
+    "ResolvedSchedule",
+    "Schedule",
+    "ScheduleConfig",
+    "StageConfig",
+    "as_schedule_config",
+    "build_schedule",
+]

@@ -1,0 +1,67 @@
+"""Bad configuration stops before any work, with a message that names the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import ValidationError
+
+from clr_dist.config import run_id, validate
+from clr_dist.errors import ConfigError
+from tests.conftest import compose_train
+
+
+def test_defaults_compose_to_the_typed_schema() -> None:
+    cfg = compose_train([])
+    assert (cfg.model.name, cfg.data.name, cfg.schedule.policy, cfg.optimizer.name) == ("alexnet", "demo", "triangular", "sgd")
+    demo = compose_train(["experiment=demo"])
+    assert (demo.schedule.base_lr, demo.schedule.max_lr, demo.trainer.stop_after_cycles) == (0.005, 0.03, 3)
+
+
+def test_mistyped_key_fails_at_compose() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_train(["trainer.max_step=10"])
+    assert "Key 'max_step' not in 'TrainerConfig'" in str(info.value.__cause__)
+
+
+def test_wrong_type_fails_at_compose() -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_train(["trainer.max_steps=ten"])
+    assert isinstance(info.value.__cause__, ValidationError)
+    assert "Value 'ten' of type 'str' could not be converted to Integer" in str(info.value.__cause__)
+
+
+def test_unknown_group_option_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigCompositionException, match=r"Could not find 'schedule/bogus'"):
+        compose_train(["schedule=bogus"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "world_size", "message"),
+    [
+        (["data.batch_size=64"], 3, "data.batch_size=64 (the global batch) does not divide evenly over 3 ranks; use a multiple of 3"),
+        (["trainer.precision=fp8"], 1, "trainer.precision='fp8' is not one of: auto, fp32, bf16, fp16"),
+        (["data.loader=magic"], 1, "data.loader='magic' is not one of: torchvision"),
+        (["trainer.max_steps=0"], 1, "trainer.max_steps=0 must be a positive integer"),
+        (["data.image_size=224", "data.val_resize=128"], 1, "data.val_resize=128 is smaller than data.image_size=224"),
+        (["logger.mode=loud"], 1, "logger.mode='loud' is not one of: online, offline, disabled"),
+    ],
+)
+def test_cross_key_checks(overrides: list[str], world_size: int, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train(overrides), world_size)
+    assert message in str(info.value)
+
+
+def test_run_id_is_shared_by_the_ranks_of_one_job(monkeypatch) -> None:
+    for var in ("CLR_DIST_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    assert run_id() == "torchrun-abc"
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert run_id() == "slurm-42"  # a requeued job keeps its id, so its directory
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    assert run_id() == "slurm-40_2"
+    monkeypatch.setenv("CLR_DIST_RUN_ID", "mine")
+    assert run_id() == "mine"
