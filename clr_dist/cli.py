@@ -1,6 +1,7 @@
 """``clr-dist``: one command, with subcommands; Hydra overrides follow each subcommand's flags.
 
     clr-dist train [overrides]                            train (what torchrun and sbatch run)
+    clr-dist schedule [--csv F] [--png F] [overrides]     tabulate and plot the configured schedule
     clr-dist data make-demo OUT                           write the embedded demo dataset
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from clr_dist.errors import UsageError
 
@@ -18,6 +20,45 @@ def _train(overrides: list[str]) -> None:
     # @hydra.main reads sys.argv: hand it the overrides as if train.py had been run directly.
     sys.argv = ["clr-dist train", *overrides]
     train.main()
+
+
+def compose(overrides: list[str]):
+    """conf/train.yaml with Hydra ``overrides``, composed exactly as ``clr-dist train`` does."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from clr_dist import config
+    from clr_dist.errors import ConfigError
+    from clr_dist.train import CONF_DIR
+
+    config.register()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return config.to_object(hydra_compose("train", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra's first line names the key and the problem; the rest is its search path.
+        raise ConfigError(str(exc.__cause__ or exc).splitlines()[0]) from exc
+
+
+def _schedule(args: argparse.Namespace) -> None:
+    from clr_dist.data.datasets import check_image_folder
+    from clr_dist.errors import UsageError
+    from clr_dist.schedules.plot import schedule_command
+
+    if not (args.csv or args.png):
+        raise UsageError("nothing to write: give --csv FILE and/or --png FILE")
+    cfg = compose(args.overrides)
+    steps_per_epoch = args.steps_per_epoch
+    if steps_per_epoch is None and Path(cfg.data.root).is_dir():
+        # As the trainer counts it: full global batches per epoch, then micro-batches per step.
+        images = check_image_folder(cfg.data.root).train_count
+        steps_per_epoch = images // cfg.data.batch_size // cfg.trainer.grad_accum_steps
+    schedule_command(cfg.schedule, steps_per_epoch, cfg.trainer.max_steps, args.csv, args.png)
+    for path in (args.csv, args.png):
+        if path:
+            print(f"wrote {path}")
 
 
 def _make_demo(args: argparse.Namespace) -> None:
@@ -40,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model; Hydra overrides follow (e.g. model=googlenet schedule.max_lr=0.026)",
         add_help=False,
     )
+    schedule = commands.add_parser(
+        "schedule", help="write the configured LR schedule, one row per step, and plot it",
+        description="Tabulate (step,lr,momentum,cycle) and plot the schedule that `clr-dist train` "
+        "would use with the same overrides, for trainer.max_steps steps.",
+    )
+    schedule.add_argument("--csv", metavar="FILE", help="write step,lr,momentum,cycle rows here")
+    schedule.add_argument("--png", metavar="FILE", help="plot LR (and momentum) over steps, cycle ends marked")
+    schedule.add_argument(
+        "--steps-per-epoch", type=int, metavar="N",
+        help="optimizer steps per epoch, for schedule.stepsize_epochs (default: counted from data.root)",
+    )
+    schedule.add_argument("overrides", nargs="*", help="Hydra overrides, as for `clr-dist train`")
+    schedule.set_defaults(run=_schedule)
     data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True, metavar="TOOL")
     demo = data.add_parser("make-demo", help="write the embedded demo dataset (ImageNet folder layout)")
     demo.add_argument("out", help="output directory (reused if it already holds the same demo set)")

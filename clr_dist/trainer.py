@@ -87,6 +87,11 @@ class Trainer:
                 f"the training set ({len(self.data.train_set)} images); use a smaller batch"
             )
         resolved = build_schedule(cfg.schedule, steps_per_epoch)
+        if cfg.schedule.momentum_cycle and cfg.optimizer.momentum == 0:
+            raise ConfigError(
+                "schedule.momentum_cycle=true but optimizer.momentum=0: cycling would turn momentum on; "
+                "set optimizer.momentum or leave momentum_cycle off"
+            )
         self.schedule = resolved.schedule
         self.planned_steps = self._planned_steps()
         self.resolved = {
@@ -125,17 +130,17 @@ class Trainer:
         max_steps, stop_after = self.cfg.trainer.max_steps, self.cfg.trainer.stop_after_cycles
         if stop_after is None:
             return max_steps
-        if self.schedule.cycle_length is None:
+        if self.schedule.next_cycle_end(0) is None:
             raise ConfigError(
                 f"trainer.stop_after_cycles={stop_after} needs a cyclical schedule; "
                 f"schedule.policy={self.cfg.schedule.policy} has no cycles"
             )
-        cycles = 0
-        for step in range(1, max_steps + 1):
-            cycles += self.schedule.is_cycle_end(step)
-            if cycles == stop_after:
-                return step
-        return max_steps
+        end: int | None = 0
+        for _ in range(stop_after):
+            end = self.schedule.next_cycle_end(end)
+            if end is None or end >= max_steps:
+                return max_steps
+        return end
 
     # --- the loop ------------------------------------------------------------------------------
 

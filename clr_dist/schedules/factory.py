@@ -89,7 +89,7 @@ class ResolvedSchedule:
     # The stepsize in optimizer steps after converting stepsize_epochs; None for policies without
     # one, and for multistage (each stage has its own).
     stepsize: int | None
-    steps_per_epoch: int
+    steps_per_epoch: int | None
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ MULTISTAGE = "multistage"
 POLICY_NAMES: tuple[str, ...] = tuple(sorted([*POLICIES, MULTISTAGE]))
 
 
-def resolve_stepsize(cfg: ScheduleConfig, steps_per_epoch: int, key: str = "schedule") -> int:
+def resolve_stepsize(cfg: ScheduleConfig, steps_per_epoch: int | None, key: str = "schedule") -> int:
     """Stepsize in optimizer steps, from ``stepsize`` or from ``stepsize_epochs``."""
     if cfg.stepsize is not None and cfg.stepsize_epochs is not None:
         raise ConfigError(
@@ -153,6 +153,11 @@ def resolve_stepsize(cfg: ScheduleConfig, steps_per_epoch: int, key: str = "sche
     if cfg.stepsize_epochs is not None:
         if cfg.stepsize_epochs <= 0:
             raise ConfigError(f"{key}.stepsize_epochs={cfg.stepsize_epochs} must be positive")
+        if steps_per_epoch is None:
+            raise ConfigError(
+                f"{key}.stepsize_epochs={cfg.stepsize_epochs} needs the optimizer steps per epoch, which come "
+                f"from the dataset: point data.root at it, or give the stepsize in steps ({key}.stepsize=N)"
+            )
         return max(1, math.ceil(cfg.stepsize_epochs * steps_per_epoch))
     if cfg.stepsize is None:
         raise ConfigError(
@@ -180,8 +185,9 @@ def as_schedule_config(cfg: ScheduleConfig | DictConfig | dict[str, Any]) -> Sch
     return OmegaConf.to_object(merged)
 
 
-def build_schedule(cfg: ScheduleConfig | DictConfig, steps_per_epoch: int) -> ResolvedSchedule:
-    """Check ``cfg`` and build its Schedule; ``steps_per_epoch`` counts optimizer steps.
+def build_schedule(cfg: ScheduleConfig | DictConfig, steps_per_epoch: int | None) -> ResolvedSchedule:
+    """Check ``cfg`` and build its Schedule; ``steps_per_epoch`` counts optimizer steps (None when
+    unknown: then a stepsize in epochs is refused).
 
     The policy is wrapped by LinearWarmup when ``warmup_steps > 0`` and by InverseMomentum when
     ``momentum_cycle`` is set; otherwise ``momentum()`` returns None.
@@ -227,7 +233,7 @@ def _check_wave_keys(cfg: ScheduleConfig) -> None:
             )
 
 
-def _build_policy(cfg: ScheduleConfig, steps_per_epoch: int, key: str) -> tuple[Schedule, int | None]:
+def _build_policy(cfg: ScheduleConfig, steps_per_epoch: int | None, key: str) -> tuple[Schedule, int | None]:
     """Check the keys of one (non-multistage) policy and build it; ``key`` prefixes messages."""
     if cfg.policy not in POLICIES:
         raise ConfigError(
@@ -281,7 +287,7 @@ def _build_policy(cfg: ScheduleConfig, steps_per_epoch: int, key: str) -> tuple[
     return policy.build(cfg, stepsize), stepsize
 
 
-def _build_multistage(cfg: ScheduleConfig, steps_per_epoch: int) -> MultiStage:
+def _build_multistage(cfg: ScheduleConfig, steps_per_epoch: int | None) -> MultiStage:
     if not cfg.stages:
         raise ConfigError(
             "schedule.policy=multistage needs schedule.stages, e.g. "

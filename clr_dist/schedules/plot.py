@@ -77,7 +77,7 @@ def write_png(schedule: Schedule, max_steps: int, path: str | Path, title: str) 
 
 def schedule_command(
     cfg_schedule: ScheduleConfig | DictConfig,
-    steps_per_epoch: int,
+    steps_per_epoch: int | None,
     max_steps: int,
     csv_path: str | None,
     png_path: str | None,
