@@ -1,0 +1,107 @@
+"""Real multi-process runs: `torchrun --standalone --nproc_per_node=2`, gloo on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, run_cli
+
+pytestmark = pytest.mark.slow
+
+TORCHRUN = ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "clr_dist.train"]
+
+
+def closed_form_triangular(step: int, base: float, top: float, stepsize: int) -> float:
+    cycle = math.floor(1 + step / (2 * stepsize))
+    x = abs(step / stepsize - 2 * cycle + 1)
+    return base + (top - base) * max(0.0, 1 - x)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of the offline W&B run, read back from its .wandb file on disk."""
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(offline_run)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Path:
+    """Three triangular cycles of 40 steps on 2 ranks, W&B offline, every LR recorded."""
+    work = tmp_path_factory.mktemp("torchrun")
+    data = work / "data"
+    shutil.copytree(demo, data)
+    # 499 validation images: the ranks get 250 and 249, so exact counting is exercised.
+    next((data / "val").rglob("*.JPEG")).unlink()
+    result = run_cli([*TORCHRUN, "experiment=demo", "model.name=resnet18", f"data.root={data}",
+                      "data.batch_size=32", "schedule.base_lr=0.01", "schedule.max_lr=0.1",
+                      "schedule.stepsize=20", "schedule.stepsize_epochs=null", "trainer.record_lr=true",
+                      "logger.mode=offline", "logger.progress_bar=false"],
+                     cwd=work, env={"CLR_DIST_RUN_ID": "job"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work / "runs" / "job"
+
+
+def test_both_ranks_apply_the_closed_form_lr_at_every_step(two_rank_run: Path) -> None:
+    rank0, rank1 = (read_csv(two_rank_run / f"lr_rank{r}.csv") for r in (0, 1))
+    assert [int(r["step"]) for r in rank0] == list(range(120))
+    assert rank0 == rank1  # identical, to the last printed digit
+    for row in rank0:
+        assert float(row["lr"]) == pytest.approx(closed_form_triangular(int(row["step"]), 0.01, 0.1, 20), rel=1e-12)
+
+
+def test_cycle_end_peaks_learn_and_count_every_image_once(two_rank_run: Path) -> None:
+    peaks = read_csv(two_rank_run / "cycle_peaks.csv")
+    assert [(int(p["cycle"]), int(p["step"])) for p in peaks] == [(1, 40), (2, 80), (3, 120)]
+    assert float(peaks[-1]["top1"]) > 0.5  # chance is 0.1 with 10 classes
+    for p in peaks:
+        # 499 images: every accuracy is a whole number of images out of 499.
+        assert float(p["top1"]) * 499 == pytest.approx(round(float(p["top1"]) * 499), abs=1e-6)
+    records = [json.loads(line) for line in (two_rank_run / "metrics.jsonl").read_text().splitlines()]
+    start = records[0]
+    assert start["event"] == "start" and start["resolved"]["world_size"] == 2
+    assert (start["resolved"]["val_images"], start["resolved"]["per_rank_batch"]) == (499, 16)
+    train_steps = [r["step"] for r in records if r["event"] == "train"]
+    assert train_steps == sorted(set(train_steps))  # one writer: no rank duplicated a line
+
+
+def test_wandb_offline_run_holds_one_row_per_cycle_peak(two_rank_run: Path) -> None:
+    history = [row for row in wandb_history(two_rank_run) if "val/top1" in row]
+    peaks = read_csv(two_rank_run / "cycle_peaks.csv")
+    assert len(history) == len(peaks) == 3
+    for row, peak in zip(history, peaks):
+        assert row["cycle"] == int(peak["cycle"]) and row["_step"] == int(peak["step"])
+        for key, column in (("val/top1", "top1"), ("val/top5", "top5"), ("val/loss", "val_loss"), ("val/lr", "lr")):
+            assert row[key] == pytest.approx(float(peak[column]), rel=1e-12)
+    assert len(list((two_rank_run / "wandb").glob("offline-run-*"))) == 1  # one W&B run per job
+
+    # The run summary holds the best peak, and the last W&B table holds every peak.
+    (offline_run,) = (two_rank_run / "wandb").glob("offline-run-*")
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--summary", "--json", str(offline_run)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    summary = json.loads(out)["summary"]
+    best = max(peaks, key=lambda p: float(p["top1"]))
+    assert (summary["best/cycle"], summary["best/top1"]) == (int(best["cycle"]), float(best["top1"]))
+    table = json.loads((offline_run / "files" / summary["cycle_peaks"]["path"]).read_text())
+    assert table["columns"] == list(peaks[0].keys())
+    assert [[str(v) for v in row] for row in table["data"]] == [list(p.values()) for p in peaks]
+
+
+def test_batch_not_divisible_by_world_size(tmp_path: Path, small_demo: Path) -> None:
+    result = run_cli([*TORCHRUN, f"data.root={small_demo}", "data.batch_size=15", "logger.mode=disabled"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert ("clr-dist train: error: data.batch_size=15 (the global batch) does not divide evenly over 2 ranks; "
+            "use a multiple of 2") in result.stderr
