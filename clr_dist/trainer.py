@@ -190,6 +190,9 @@ class Trainer:
                 f"are in {self.run_dir}"
             )
         metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch, "images_per_sec": images_per_sec}
+        if momentum is None:  # not cycled: report the optimizer's own (SGD momentum, Adam beta1)
+            group = self.optimizer.param_groups[0]
+            momentum = group.get("momentum", group.get("betas", (None,))[0])
         if momentum is not None:
             metrics["momentum"] = momentum
         self.reporter.train(self.step, metrics)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from clr_dist.errors import ConfigError, TrainingDiverged
 from clr_dist.trainer import Trainer
@@ -102,3 +103,33 @@ def test_demo_data_is_made_when_missing(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, root, "data=demo", "trainer.max_steps=1")
     assert (root / "train").is_dir() and trainer.resolved["train_images"] == 2000
     trainer.close()
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path, small_demo: Path) -> None:
+    trainer = make_trainer(tmp_path, small_demo, "trainer.precision=bf16", "schedule=fixed", "trainer.max_steps=2",
+                           "logger.log_every=1")
+    assert trainer.resolved["precision"] == "bfloat16" and not trainer.scaler.is_enabled()
+    images, targets = next(trainer._batches())
+    with trainer._autocast():
+        assert trainer.model(images).dtype == torch.bfloat16
+    trainer.fit()
+    trainer.close()
+    assert all(math.isfinite(e["loss"]) for e in events(tmp_path / "run", "train"))
+
+
+def test_fp16_needs_cuda(tmp_path: Path, small_demo: Path) -> None:
+    with pytest.raises(ConfigError, match="trainer.precision=fp16 needs CUDA; on the CPU use bf16 or fp32"):
+        make_trainer(tmp_path, small_demo, "trainer.precision=fp16", "trainer.device=cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_channels_last_on_cuda(tmp_path: Path, small_demo: Path, precision: str) -> None:
+    trainer = make_trainer(tmp_path, small_demo, f"trainer.precision={precision}", "trainer.device=cuda",
+                           "schedule=fixed", "trainer.max_steps=4", "logger.log_every=1")
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    images, _ = next(trainer._batches())
+    assert images.is_cuda and images.is_contiguous(memory_format=torch.channels_last)
+    trainer.fit()
+    trainer.close()
+    assert all(math.isfinite(e["loss"]) for e in events(tmp_path / "run", "train"))
