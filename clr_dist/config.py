@@ -51,10 +51,17 @@ class DataConfig:
 
 @dataclass
 class OptimizerConfig:
+    # sgd, nesterov, adam, rmsprop, adagrad, adadelta (the paper's Table 3).
     name: str = "sgd"
+    # SGD, Nesterov and RMSprop momentum; Adam's beta1. What schedule.momentum_cycle drives.
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    nesterov: bool = False
+    # sgd only: pytorch (w -= lr v) or caffe (lr inside the velocity, as in the paper's runs).
+    momentum_style: str = "pytorch"
+    beta2: float = 0.999  # adam
+    alpha: float = 0.99  # rmsprop: smoothing of the squared gradient
+    rho: float = 0.9  # adadelta
+    eps: float = 1e-8  # adam, rmsprop, adagrad, adadelta
 
 
 @dataclass
@@ -101,7 +108,6 @@ class TrainConfig:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOADERS = ("torchvision",)
-OPTIMIZERS = ("sgd",)
 LOGGER_MODES = ("online", "offline", "disabled")
 
 
@@ -141,7 +147,6 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     """Checks that need more than one key or the world size; raise ConfigError on the first."""
     _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _check_choice("data.loader", cfg.data.loader, LOADERS)
-    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
     _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
     for key, value in (
         ("trainer.max_steps", cfg.trainer.max_steps),

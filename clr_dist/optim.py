@@ -1,17 +1,86 @@
-"""Optimizers, built from config, and the hooks the schedule drives them through."""
+"""The optimizers of the paper's Table 3, built from config, and the hooks the schedule drives.
+
+The schedule owns the learning rate (and, if it cycles it, the momentum): ``set_lr`` and
+``set_momentum`` overwrite the optimizer's values before every update.
+"""
 
 from __future__ import annotations
+
+from typing import Callable, Iterable
 
 import torch
 
 from clr_dist.config import OptimizerConfig
+from clr_dist.errors import ConfigError
+
+
+class CaffeSGD(torch.optim.Optimizer):
+    """SGD with momentum as Caffe computes it, the optimizer of the CLR paper's experiments.
+
+    Caffe keeps the LR inside the velocity: v = m v + lr (g + wd w); w -= v. PyTorch applies it
+    outside: v = m v + (g + wd w); w -= lr v. With a fixed LR the two differ only by a constant
+    factor in v, but when the LR changes every step, as in CLR, the velocity remembers past
+    learning rates in Caffe and not in PyTorch, so faithful reproductions need this form.
+    """
+
+    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad.add(p, alpha=group["weight_decay"]).mul_(group["lr"])
+                state = self.state[p]
+                if "velocity" not in state:
+                    state["velocity"] = update
+                else:
+                    state["velocity"].mul_(group["momentum"]).add_(update)
+                p.sub_(state["velocity"])
+        return loss
+
+
+def _sgd(cfg: OptimizerConfig, params: Iterable, lr: float) -> torch.optim.Optimizer:
+    if cfg.momentum_style == "caffe":
+        return CaffeSGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[OptimizerConfig, Iterable, float], torch.optim.Optimizer]] = {
+    "sgd": _sgd,
+    "nesterov": lambda cfg, params, lr: torch.optim.SGD(
+        params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True),
+    "adam": lambda cfg, params, lr: torch.optim.Adam(
+        params, lr=lr, betas=(cfg.momentum, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay),
+    "rmsprop": lambda cfg, params, lr: torch.optim.RMSprop(
+        params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+    "adagrad": lambda cfg, params, lr: torch.optim.Adagrad(
+        params, lr=lr, eps=cfg.eps, weight_decay=cfg.weight_decay),
+    "adadelta": lambda cfg, params, lr: torch.optim.Adadelta(
+        params, lr=lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay),
+}
+MOMENTUM_STYLES = ("pytorch", "caffe")
+# Optimizers with no momentum term for a schedule to cycle.
+WITHOUT_MOMENTUM = frozenset({"adagrad", "adadelta"})
 
 
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay. The LR given here is overwritten at every step."""
-    return torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
-    )
+    """The configured optimizer over ``model``'s parameters. The LR is overwritten every step."""
+    if cfg.name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer.name={cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
+    if cfg.momentum_style not in MOMENTUM_STYLES:
+        raise ConfigError(f"optimizer.momentum_style={cfg.momentum_style!r} is not one of: {', '.join(MOMENTUM_STYLES)}")
+    if cfg.momentum_style == "caffe" and cfg.name != "sgd":
+        raise ConfigError(f"optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not {cfg.name}")
+    if not 0 <= cfg.momentum < 1:
+        raise ConfigError(f"optimizer.momentum={cfg.momentum} must be in [0, 1)")
+    return OPTIMIZERS[cfg.name](cfg, model.parameters(), lr)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -19,8 +88,16 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def current_momentum(optimizer: torch.optim.Optimizer) -> float | None:
+    """SGD's or RMSprop's momentum, Adam's beta1, or None for an optimizer without one."""
+    group = optimizer.param_groups[0]
+    if "betas" in group:
+        return group["betas"][0]
+    return group.get("momentum")
+
+
 def set_momentum(optimizer: torch.optim.Optimizer, momentum: float) -> None:
-    """SGD's momentum, or Adam's beta1 (beta2 is left alone)."""
+    """SGD's or RMSprop's momentum, or Adam's beta1 (beta2 is left alone)."""
     for group in optimizer.param_groups:
         if "betas" in group:
             group["betas"] = (momentum, group["betas"][1])

@@ -22,7 +22,7 @@ from clr_dist.config import TrainConfig, validate
 from clr_dist.data import build_loaders
 from clr_dist.errors import ConfigError, TrainingDiverged
 from clr_dist.models import build_model, training_loss
-from clr_dist.optim import build_optimizer, set_lr, set_momentum
+from clr_dist.optim import WITHOUT_MOMENTUM, build_optimizer, current_momentum, set_lr, set_momentum
 from clr_dist.reporting import CyclePeak, build_reporter, environment
 from clr_dist.schedules import build_schedule
 
@@ -87,10 +87,11 @@ class Trainer:
                 f"the training set ({len(self.data.train_set)} images); use a smaller batch"
             )
         resolved = build_schedule(cfg.schedule, steps_per_epoch)
-        if cfg.schedule.momentum_cycle and cfg.optimizer.momentum == 0:
+        if cfg.schedule.momentum_cycle and (cfg.optimizer.momentum == 0 or cfg.optimizer.name in WITHOUT_MOMENTUM):
             raise ConfigError(
-                "schedule.momentum_cycle=true but optimizer.momentum=0: cycling would turn momentum on; "
-                "set optimizer.momentum or leave momentum_cycle off"
+                f"schedule.momentum_cycle=true but optimizer.name={cfg.optimizer.name} with "
+                f"optimizer.momentum={cfg.optimizer.momentum} has no momentum to cycle (cycling never "
+                f"turns it on); use an optimizer with momentum or leave momentum_cycle off"
             )
         self.schedule = resolved.schedule
         self.planned_steps = self._planned_steps()
@@ -155,8 +156,9 @@ class Trainer:
             lr, momentum = self._apply_schedule()
             meter.add(self.train_step(batches))
             if lr_log is not None:
-                group = self.optimizer.param_groups[0]
-                lr_log.write(f"{self.step},{group['lr']!r},{group.get('momentum', '')!r}\n")
+                momentum_held = current_momentum(self.optimizer)
+                lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},"
+                             f"{'' if momentum_held is None else repr(momentum_held)}\n")
             self.step += 1
             if self.step % log_every == 0 or self.step == self.planned_steps:
                 self._log_train(meter, lr, momentum)
@@ -190,9 +192,8 @@ class Trainer:
                 f"are in {self.run_dir}"
             )
         metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch, "images_per_sec": images_per_sec}
-        if momentum is None:  # not cycled: report the optimizer's own (SGD momentum, Adam beta1)
-            group = self.optimizer.param_groups[0]
-            momentum = group.get("momentum", group.get("betas", (None,))[0])
+        if momentum is None:  # not cycled: report the optimizer's own
+            momentum = current_momentum(self.optimizer)
         if momentum is not None:
             metrics["momentum"] = momentum
         self.reporter.train(self.step, metrics)
