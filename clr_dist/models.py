@@ -43,12 +43,17 @@ def googlenet(pretrained: bool = False, num_classes: int = 1000, drop_rate: floa
     return torchvision.models.GoogLeNet(num_classes=num_classes, dropout=drop_rate, **kwargs)
 
 
-def build_model(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Any timm model by name, with a fresh ``num_classes`` head."""
-    if name not in timm.list_models():
+def check_model_name(name: str) -> None:
+    """Raise ConfigError, with the closest valid names, when timm does not know ``name``."""
+    if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models() for all names"
         raise ConfigError(f"unknown model.name={name!r}: not in timm's registry; {hint}")
+
+
+def build_model(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Any timm model by name, with a fresh ``num_classes`` head."""
+    check_model_name(name)
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **(kwargs or {}))
 
 

@@ -70,8 +70,8 @@ MOMENTUM_STYLES = ("pytorch", "caffe")
 WITHOUT_MOMENTUM = frozenset({"adagrad", "adadelta"})
 
 
-def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over ``model``'s parameters. The LR is overwritten every step."""
+def check_optimizer_config(cfg: OptimizerConfig) -> None:
+    """Raise ConfigError for a setting no optimizer can take (cheap: called before any work)."""
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer.name={cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
     if cfg.momentum_style not in MOMENTUM_STYLES:
@@ -80,6 +80,11 @@ def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> 
         raise ConfigError(f"optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not {cfg.name}")
     if not 0 <= cfg.momentum < 1:
         raise ConfigError(f"optimizer.momentum={cfg.momentum} must be in [0, 1)")
+
+
+def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The configured optimizer over ``model``'s parameters. The LR is overwritten every step."""
+    check_optimizer_config(cfg)
     return OPTIMIZERS[cfg.name](cfg, model.parameters(), lr)
 
 

@@ -21,8 +21,15 @@ from clr_dist import dist
 from clr_dist.config import TrainConfig, validate
 from clr_dist.data import build_loaders
 from clr_dist.errors import ConfigError, TrainingDiverged
-from clr_dist.models import build_model, training_loss
-from clr_dist.optim import WITHOUT_MOMENTUM, build_optimizer, current_momentum, set_lr, set_momentum
+from clr_dist.models import build_model, check_model_name, training_loss
+from clr_dist.optim import (
+    WITHOUT_MOMENTUM,
+    build_optimizer,
+    check_optimizer_config,
+    current_momentum,
+    set_lr,
+    set_momentum,
+)
 from clr_dist.reporting import CyclePeak, build_reporter, environment
 from clr_dist.schedules import build_schedule
 
@@ -70,11 +77,20 @@ class _ThroughputMeter:
 
 
 class Trainer:
+    """One training run: builds data, schedule, model and optimizer, then ``fit()`` runs the loop.
+
+    Run state is ``step`` (optimizer updates done), ``epoch`` and the cycle peaks the reporter
+    keeps; the learning rate is never stored, it is ``schedule.lr(step)``.
+    """
+
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.info = info = dist.init(cfg.trainer.device)
+        # Checks that need nothing built come first, so bad input costs no data or model work.
         validate(cfg, info.world_size)
+        check_model_name(cfg.model.name)
+        check_optimizer_config(cfg.optimizer)
         self.amp_dtype = _autocast_dtype(cfg.trainer.precision, info.device)
         dist.seed_everything(cfg.trainer.seed, info.rank)
 
