@@ -15,7 +15,7 @@ def test_defaults_compose_to_the_typed_schema() -> None:
     cfg = compose_train([])
     assert (cfg.model.name, cfg.data.name, cfg.schedule.policy, cfg.optimizer.name) == ("alexnet", "demo", "triangular", "sgd")
     demo = compose_train(["experiment=demo"])
-    assert (demo.schedule.base_lr, demo.schedule.max_lr, demo.trainer.stop_after_cycles) == (0.005, 0.03, 3)
+    assert (demo.schedule.base_lr, demo.schedule.max_lr, demo.trainer.stop_after_cycles) == (0.005, 0.02, 3)
 
 
 def test_mistyped_key_fails_at_compose() -> None:
