@@ -48,19 +48,23 @@ def two_rank_run(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Path:
     next((data / "val").rglob("*.JPEG")).unlink()
     result = run_cli([*TORCHRUN, "experiment=demo", "model.name=resnet18", f"data.root={data}",
                       "data.batch_size=32", "schedule.base_lr=0.01", "schedule.max_lr=0.1",
-                      "schedule.stepsize=20", "schedule.stepsize_epochs=null", "trainer.record_lr=true",
+                      "schedule.stepsize=20", "schedule.stepsize_epochs=null", "schedule.momentum_cycle=true",
+                      "trainer.record_lr=true",
                       "logger.mode=offline", "logger.progress_bar=false"],
                      cwd=work, env={"CLR_DIST_RUN_ID": "job"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return work / "runs" / "job"
 
 
-def test_both_ranks_apply_the_closed_form_lr_at_every_step(two_rank_run: Path) -> None:
+def test_both_ranks_apply_the_closed_form_lr_and_momentum_at_every_step(two_rank_run: Path) -> None:
     rank0, rank1 = (read_csv(two_rank_run / f"lr_rank{r}.csv") for r in (0, 1))
     assert [int(r["step"]) for r in rank0] == list(range(120))
     assert rank0 == rank1  # identical, to the last printed digit
     for row in rank0:
-        assert float(row["lr"]) == pytest.approx(closed_form_triangular(int(row["step"]), 0.01, 0.1, 20), rel=1e-12)
+        lr = closed_form_triangular(int(row["step"]), 0.01, 0.1, 20)
+        assert float(row["lr"]) == pytest.approx(lr, rel=1e-12)
+        # Momentum cycles inversely: 0.95 where the LR is at its base, 0.85 at its peak.
+        assert float(row["momentum"]) == pytest.approx(0.95 - 0.1 * (lr - 0.01) / 0.09, rel=1e-9)
 
 
 def test_cycle_end_peaks_learn_and_count_every_image_once(two_rank_run: Path) -> None:

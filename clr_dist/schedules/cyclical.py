@@ -93,9 +93,8 @@ class Triangular2(Triangular):
         return 1.0 / 2 ** (self.wave.cycle(step) - 1)
 
 
-class ExpRangeAmplitude(Triangular):
-    """PyTorch's ``CyclicLR(mode='exp_range')`` and the Keras callback: only the amplitude decays,
-    lr = base + (max - base) tri gamma^step, so the LR never goes below ``base_lr``."""
+class _Decaying(Triangular):
+    """A triangular wave with a per-step decay factor ``gamma``."""
 
     def __init__(
         self,
@@ -109,11 +108,16 @@ class ExpRangeAmplitude(Triangular):
         super().__init__(base_lr, max_lr, stepsize, step_ratio, shape)
         self.gamma = gamma
 
+
+class ExpRangeAmplitude(_Decaying):
+    """PyTorch's ``CyclicLR(mode='exp_range')`` and the Keras callback: only the amplitude decays,
+    lr = base + (max - base) tri gamma^step, so the LR never goes below ``base_lr``."""
+
     def amplitude_scale(self, step: int) -> float:
         return self.gamma**step
 
 
-class ExpRange(Triangular):
+class ExpRange(_Decaying):
     """The paper's exp_range: "each boundary value declines by an exponential factor of
     gamma^iteration" (§3.1), lr = (base + (max - base) tri) gamma^step.
 
@@ -121,18 +125,6 @@ class ExpRange(Triangular):
     ``height`` is the position between the two decayed bounds, so cycled momentum still spans
     its full range in every cycle.
     """
-
-    def __init__(
-        self,
-        base_lr: float,
-        max_lr: float,
-        stepsize: int,
-        gamma: float,
-        step_ratio: float = 0.5,
-        shape: str = "triangular",
-    ) -> None:
-        super().__init__(base_lr, max_lr, stepsize, step_ratio, shape)
-        self.gamma = gamma
 
     def lr(self, step: int) -> float:
         return super().lr(step) * self.gamma**step
