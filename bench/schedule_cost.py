@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
+import re
 import statistics
 import sys
 import time
@@ -68,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     # CyclicLR warns when stepped before any optimizer.step(); irrelevant to its cost.
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+    warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
     print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats")
     print(f"{'policy':<22}{'clr_dist ns/step':>18}{'CyclicLR ns/step':>18}{'ratio':>8}")

@@ -100,7 +100,7 @@ class Trainer:
         if steps_per_epoch == 0:
             raise ConfigError(
                 f"data.batch_size={cfg.data.batch_size} x trainer.grad_accum_steps={accum} is larger than "
-                f"the training set ({len(self.data.train_set)} images); use a smaller batch"
+                f"the training set ({self.data.train_size} images); use a smaller batch"
             )
         resolved = build_schedule(cfg.schedule, steps_per_epoch)
         if cfg.schedule.momentum_cycle and (cfg.optimizer.momentum == 0 or cfg.optimizer.name in WITHOUT_MOMENTUM):
@@ -118,7 +118,7 @@ class Trainer:
             "global_batch": cfg.data.batch_size,
             "per_rank_batch": cfg.data.batch_size // info.world_size,
             "grad_accum_steps": accum,
-            "train_images": len(self.data.train_set),
+            "train_images": self.data.train_size,
             "val_images": self.data.val_size,
             "classes": len(self.data.classes),
             "steps_per_epoch": steps_per_epoch,

@@ -18,6 +18,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class TorchvisionLoaders:
     """Training batches by epoch and this rank's share of the validation set.
 
+    The loader interface the Trainer reads: ``classes``, ``train_size``, ``val_size``,
+    ``batches_per_epoch``, ``train_epoch(epoch)`` and ``val_batches()``.
+
     Training drops the last incomplete global batch, so every optimizer step sees exactly
     ``data.batch_size`` images. Validation gives each rank a disjoint slice with no padding, so
     after a sum over ranks every validation image counts exactly once.
@@ -41,6 +44,7 @@ class TorchvisionLoaders:
         val_set = ImageFolder(f"{cfg.root}/val", val_tf)
         assert self.train_set.classes == classes == val_set.classes
         self.classes = classes
+        self.train_size = len(self.train_set)
         self.val_size = len(val_set)
         self.sampler = DistributedSampler(
             self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
