@@ -1,12 +1,13 @@
 # make setup  - .venv with clr_dist and everything it needs (torch, torchvision, timm, hydra, DALI, wandb)
 # make demo   - AlexNet, triangular CLR, 2 torchrun processes on the embedded dataset (CPU is fine)
-# make test   - the test suite (fast unit tests and real multi-process runs)
+# make test   - the test suite (fast unit tests and real multi-process runs); installs Debian test data
+# make deps   - Debian packages the tests use (Fashion-MNIST), when run as root
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clr_dist-installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup deps demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -16,10 +17,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Debian packages some tests use (Fashion-MNIST); without root or apt those tests skip.
+deps:
+	CLR_DIST_DEPS_STRICT=$${CI:+1} bash tools/install-debian-deps.sh
+
 demo: setup
 	VENV=$(VENV) bash launch/demo.sh
 
-test: setup
+test: setup deps
 	$(BIN)/python -m pytest
 
 # Unit tests only (seconds): skips the real multi-process runs.

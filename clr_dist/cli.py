@@ -3,6 +3,8 @@
     clr-dist train [overrides]                            train (what torchrun and sbatch run)
     clr-dist schedule [--csv F] [--png F] [overrides]     tabulate and plot the configured schedule
     clr-dist data make-demo OUT                           write the embedded demo dataset
+    clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
+    clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
 """
 
 from __future__ import annotations
@@ -72,6 +74,24 @@ def _make_demo(args: argparse.Namespace) -> None:
           f"{summary.train_count} train and {summary.val_count} val images")
 
 
+def _fashion_mnist(args: argparse.Namespace) -> None:
+    from clr_dist.data.fashion_mnist import convert_fashion_mnist
+
+    summary = convert_fashion_mnist(args.out, source=args.source, limit_per_class=args.limit_per_class)
+    print(f"Fashion-MNIST at {args.out}: {len(summary.classes)} classes, "
+          f"{summary.train_count} train and {summary.val_count} val images")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from clr_dist.data.check import check_dataset, format_summary
+
+    out = args.out or f"{Path(args.root).resolve().name}-check"
+    report = check_dataset(args.root, out, workers=args.workers)  # progress lines go to stderr
+    print(format_summary(report))
+    if not report.ok:
+        sys.exit(1)  # problems found; 2 stays "could not run"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clr-dist", description="Distributed image-classifier training with cyclical learning rates."
@@ -102,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     demo.set_defaults(run=_make_demo)
+    fmnist = data.add_parser("fashion-mnist", help="convert Debian's Fashion-MNIST (60k/10k) to the ImageNet folder layout")
+    fmnist.add_argument("out", help="output directory (reused if it already holds the same conversion)")
+    fmnist.add_argument("--limit-per-class", type=int, metavar="N", help="first N images per class and split (default: all)")
+    fmnist.add_argument("--source", default="/usr/share/datasets/fashion-mnist", metavar="DIR",
+                        help="folder with the IDX files (default: where apt-get install dataset-fashion-mnist puts them)")
+    fmnist.set_defaults(run=_fashion_mnist)
+    check = data.add_parser("check", help="decode every image; report problems and write clean file lists")
+    check.add_argument("root", help="dataset root holding train/<class>/* and val/<class>/*")
+    check.add_argument("--out", metavar="DIR", help="where report.json, train.txt, val.txt go (default: ./<root name>-check)")
+    check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: all usable cores)")
+    check.set_defaults(run=_check)
     return parser
 
 

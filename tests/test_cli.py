@@ -98,3 +98,25 @@ def test_schedule_command_reports_bad_overrides(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "clr-dist schedule: error: Key 'bogus' not in 'ScheduleConfig'"
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_data_check_reports_a_corrupt_image_and_fails(tmp_path: Path, small_demo: Path) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(small_demo, root)
+    bad = next((root / "val").rglob("*.JPEG"))
+    bad.write_bytes(b"not a jpeg at all")
+    result = run_cli(["clr-dist", "data", "check", str(root), "--out", str(tmp_path / "report"), "--workers", "1"],
+                     cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert bad.name in result.stdout
+    val_list = (tmp_path / "report" / "val.txt").read_text().splitlines()
+    assert len(val_list) == 69 and not any(bad.name in line for line in val_list)
+
+
+def test_fashion_mnist_without_the_package_says_how_to_install(tmp_path: Path) -> None:
+    result = run_cli(["clr-dist", "data", "fashion-mnist", str(tmp_path / "out"), "--source", str(tmp_path)],
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith("clr-dist data: error: Fashion-MNIST file") and "apt-get install dataset-fashion-mnist" in line
+    assert "\n" not in line

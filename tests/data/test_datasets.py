@@ -28,8 +28,8 @@ def test_demo_set_has_the_imagenet_layout_and_counts(small_demo: Path) -> None:
         for name in DEMO_CLASSES:
             files = sorted((small_demo / split / name).glob("*.JPEG"))
             assert len(files) == per_class
-    image = Image.open(next((small_demo / "train" / DEMO_CLASSES[0]).glob("*.JPEG")))
-    assert image.format == "JPEG" and image.mode == "RGB" and image.size == (64, 64)
+    with Image.open(next((small_demo / "train" / DEMO_CLASSES[0]).glob("*.JPEG"))) as image:
+        assert image.format == "JPEG" and image.mode == "RGB" and image.size == (64, 64)
 
 
 def test_demo_set_is_deterministic(tmp_path: Path, small_demo: Path) -> None:
