@@ -89,9 +89,8 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """Average ``tensor`` over all ranks, in place, and return it. Every rank must call."""
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
-        if dist.get_backend() != "nccl":  # gloo has no AVG
-            tensor /= dist.get_world_size()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        tensor /= dist.get_world_size()
     return tensor
 
 

@@ -67,13 +67,14 @@ class _ThroughputMeter:
         finally:
             self.excluded += time.perf_counter() - start
 
-    def flush(self) -> tuple[int, float, torch.Tensor]:
-        """(steps, images/s, summed loss) since the last flush; then start again."""
+    def flush(self) -> float:
+        """Images/s since the last flush; then start again. Call after the host has synced with
+        the device, or queued GPU work would be timed in the next interval instead of this one."""
         elapsed = time.perf_counter() - self.started - self.excluded
-        result = (self.steps, self.steps * self.images_per_step / elapsed, self.loss.clone())
+        images_per_sec = self.steps * self.images_per_step / elapsed
         self.loss.zero_()
         self.steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
-        return result
+        return images_per_sec
 
 
 class Trainer:
@@ -199,8 +200,8 @@ class Trainer:
     def _log_train(self, meter: _ThroughputMeter, lr: float, momentum: float | None) -> None:
         """Reduce the mean loss since the last log over all ranks and report it. Every rank calls."""
         # The one host-device sync of the loop, every logger.log_every steps.
-        steps, images_per_sec, loss = meter.flush()
-        mean_loss = dist.all_reduce_mean(loss / steps).item()
+        mean_loss = dist.all_reduce_mean(meter.loss / meter.steps).item()
+        images_per_sec = meter.flush()
         if not math.isfinite(mean_loss):  # the same value on every rank, so all stop together
             raise TrainingDiverged(
                 f"training loss is {mean_loss} at step {self.step} (lr {lr:.4g}); lower "
