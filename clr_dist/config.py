@@ -8,6 +8,7 @@ data or the world size, live in ``validate`` and raise ConfigError with a one-li
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -171,6 +172,28 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         raise ConfigError(f"trainer.stop_after_cycles={cfg.trainer.stop_after_cycles} must be positive or null")
 
 
+def _reject_unknown_keys(node: Any, path: str) -> None:
+    """Hydra's ``+key=value`` forces a key into a structured config even when the schema lacks
+    it; OmegaConf then sets it as a stray attribute that nothing reads. Refuse it instead."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _reject_unknown_keys(item, f"{path}.{index}")
+        return
+    if not dataclasses.is_dataclass(node):
+        return
+    known = {f.name for f in dataclasses.fields(node)}
+    for key, value in vars(node).items():
+        where = f"{path}.{key}" if path else key
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {where}: {type(node).__name__} has no such setting; remove it "
+                f"(valid keys: {', '.join(sorted(known))})"
+            )
+        _reject_unknown_keys(value, where)
+
+
 def to_object(cfg: Any) -> TrainConfig:
     """The composed DictConfig as the typed dataclass tree (interpolations resolved)."""
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    obj = OmegaConf.to_object(cfg)
+    _reject_unknown_keys(obj, "")
+    return obj  # type: ignore[return-value]

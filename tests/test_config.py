@@ -24,6 +24,14 @@ def test_mistyped_key_fails_at_compose() -> None:
     assert "Key 'max_step' not in 'TrainerConfig'" in str(info.value.__cause__)
 
 
+def test_forced_unknown_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key trainer.typo: TrainerConfig has no such setting; remove it"):
+        compose_train(["+trainer.typo=1"])
+    with pytest.raises(ConfigError, match=r"unknown key schedule.stages.0.bogus: StageConfig"):
+        compose_train(["schedule=multistage", "+schedule.stages.0.bogus=1"])
+    assert compose_train(["+model.kwargs.drop_rate=0.3"]).model.kwargs == {"drop_rate": 0.3}  # a free dict
+
+
 def test_wrong_type_fails_at_compose() -> None:
     with pytest.raises(ConfigCompositionException) as info:
         compose_train(["trainer.max_steps=ten"])
