@@ -36,6 +36,7 @@ class DataConfig:
     name: str = "demo"
     # ImageNet folder layout: root/train/<class>/*.JPEG and root/val/<class>/*.JPEG.
     root: str = "data/demo"
+    # torchvision (PyTorch DataLoader workers) or dali (GPU decoding on CUDA, CPU operators without).
     loader: str = "torchvision"
     # The *global* batch: split evenly over the ranks, so a schedule means the same at any size.
     batch_size: int = 64
@@ -44,6 +45,8 @@ class DataConfig:
     val_resize: int = 256
     crop_scale: tuple[float, float] = (0.08, 1.0)
     workers: int = 4
+    # DALI on CUDA: share of JPEG decoding given to the hardware decoder (A100/H100), 0-1.
+    hw_decoder_load: float = 0.65
     # Make the embedded demo set at data.root when it is not there yet (data=demo only).
     make_if_missing: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -108,7 +111,7 @@ class TrainConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOADERS = ("torchvision",)
+LOADERS = ("torchvision", "dali")
 LOGGER_MODES = ("online", "offline", "disabled")
 
 

@@ -49,7 +49,7 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
     [
         (["data.batch_size=64"], 3, "data.batch_size=64 (the global batch) does not divide evenly over 3 ranks; use a multiple of 3"),
         (["trainer.precision=fp8"], 1, "trainer.precision='fp8' is not one of: auto, fp32, bf16, fp16"),
-        (["data.loader=magic"], 1, "data.loader='magic' is not one of: torchvision"),
+        (["data.loader=magic"], 1, "data.loader='magic' is not one of: torchvision, dali"),
         (["trainer.max_steps=0"], 1, "trainer.max_steps=0 must be a positive integer"),
         (["data.image_size=224", "data.val_resize=128"], 1, "data.val_resize=128 is smaller than data.image_size=224"),
         (["logger.mode=loud"], 1, "logger.mode='loud' is not one of: online, offline, disabled"),

@@ -30,4 +30,8 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
     if error:
         raise DataError(error)
     summary = check_image_folder(cfg.root)
+    if cfg.loader == "dali":
+        from clr_dist.data.dali import DaliLoaders
+
+        return DaliLoaders(cfg, info, seed, summary.classes)
     return TorchvisionLoaders(cfg, info, seed, summary.classes)

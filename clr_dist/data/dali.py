@@ -1,0 +1,129 @@
+"""The DALI loader: one pipeline definition, GPU (``mixed`` decoding) or CPU operators.
+
+Same interface as TorchvisionLoaders (``classes``, ``train_size``, ``val_size``,
+``batches_per_epoch``, ``train_epoch(epoch)``, ``val_batches()``).
+
+Sharding is by the *global* rank (``shard_id=rank``, ``num_shards=world_size``): sharding by the
+local rank, as some published examples do, gives every node the same data. DALI's reader gives
+shard ``i`` the samples ``[floor(N i / S), floor(N (i + 1) / S))``, so shards differ in size by at
+most one sample, and the ranks would disagree on the number of full batches in an epoch. Training
+therefore yields the batch count of the *smallest* shard on every rank and drains the rest of
+the epoch from the reader; validation yields each rank's true shard (``pad_last_batch`` padding
+dropped), so every image counts exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from clr_dist.config import DataConfig
+from clr_dist.dist import DistInfo
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+# nvJPEG buffer sizes DALI's ImageNet examples use, so that decoding does not reallocate.
+_DEVICE_MEMORY_PADDING = 211_025_920
+_HOST_MEMORY_PADDING = 140_544_512
+
+
+def file_list(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Sorted files of ``split_dir/<class>/`` and their labels (index in ``classes``, as
+    torchvision's ImageFolder numbers them)."""
+    from clr_dist.data.datasets import IMAGE_EXTENSIONS
+
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((split_dir / name).iterdir()):
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(str(path))
+                labels.append(label)
+    return files, labels
+
+
+def shard_bounds(size: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """The [start, end) sample range DALI's readers give to one shard."""
+    return size * shard_id // num_shards, size * (shard_id + 1) // num_shards
+
+
+def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: DistInfo, *,
+                   training: bool, seed: int, batch_size: int):
+    """The pipeline for one rank: reader -> decode (+ random-resized crop) -> resize -> crop,
+    flip, normalise to CHW float. ``mixed`` decoding on CUDA, CPU operators otherwise."""
+    from nvidia.dali import fn, pipeline_def, types
+
+    gpu = info.device.type == "cuda"
+
+    @pipeline_def
+    def pipeline():
+        jpegs, targets = fn.readers.file(
+            files=files, labels=labels, shard_id=info.rank, num_shards=info.world_size,
+            random_shuffle=training, seed=seed, pad_last_batch=True, stick_to_shard=True, name="Reader",
+        )
+        decode = {"device": "mixed", "device_memory_padding": _DEVICE_MEMORY_PADDING,
+                  "host_memory_padding": _HOST_MEMORY_PADDING, "hw_decoder_load": cfg.hw_decoder_load} if gpu else {"device": "cpu"}
+        if training:
+            images = fn.decoders.image_random_crop(
+                jpegs, output_type=types.RGB, random_area=list(cfg.crop_scale),
+                random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=100, **decode)
+            images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size)
+            mirror = fn.random.coin_flip(probability=0.5)
+        else:
+            images = fn.decoders.image(jpegs, output_type=types.RGB, **decode)
+            images = fn.resize(images, resize_shorter=cfg.val_resize)
+            mirror = False
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", crop=(cfg.image_size, cfg.image_size),
+            mean=[255 * m for m in cfg.mean], std=[255 * s for s in cfg.std], mirror=mirror,
+        )
+        return images, (targets.gpu() if gpu else targets)
+
+    # Each rank augments differently; the reader's seed is shared, which keeps shuffles reproducible.
+    pipe = pipeline(batch_size=batch_size, num_threads=max(1, cfg.workers),
+                    device_id=info.device.index if gpu else None, seed=seed + info.rank)
+    pipe.build()
+    return pipe
+
+
+class DaliLoaders:
+    def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        root = Path(cfg.root)
+        self.classes = classes
+        self.per_rank_batch = cfg.batch_size // info.world_size
+        train_files, train_labels = file_list(root / "train", classes)
+        val_files, val_labels = file_list(root / "val", classes)
+        self.train_size, self.val_size = len(train_files), len(val_files)
+        smallest_shard = self.train_size // info.world_size
+        self.batches_per_epoch = smallest_shard // self.per_rank_batch
+
+        def iterator(files, labels, training, policy):
+            pipe = build_pipeline(files, labels, cfg, info, training=training, seed=seed, batch_size=self.per_rank_batch)
+            return DALIGenericIterator(pipe, ["images", "targets"], reader_name="Reader",
+                                       last_batch_policy=policy, auto_reset=True)
+
+        # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
+        self.train = iterator(train_files, train_labels, True, LastBatchPolicy.PARTIAL)
+        self.val = iterator(val_files, val_labels, False, LastBatchPolicy.PARTIAL)
+
+    @staticmethod
+    def _unpack(batch: list[dict[str, torch.Tensor]]) -> Batch:
+        data = batch[0]
+        return data["images"], data["targets"].view(-1).long()
+
+    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+        """Exactly ``batches_per_epoch`` full batches on every rank (the reader reshuffles its
+        shard each epoch); the rest of this rank's shard is read and dropped."""
+        yielded = 0
+        for batch in self.train:
+            images, targets = self._unpack(batch)
+            if yielded < self.batches_per_epoch and len(targets) == self.per_rank_batch:
+                yielded += 1
+                yield images, targets
+
+    def val_batches(self) -> Iterator[Batch]:
+        for batch in self.val:
+            yield self._unpack(batch)

@@ -1,0 +1,89 @@
+"""The DALI loader with the real DALI package on the CPU (device_id=None)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clr_dist.config import DataConfig
+from clr_dist.data.dali import DaliLoaders, file_list, shard_bounds
+from clr_dist.data.datasets import check_image_folder
+from clr_dist.dist import DistInfo
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def odd_demo(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path:
+    """The small demo set less one train and one val image: 239 train, 69 val (odd sizes)."""
+    root = tmp_path_factory.mktemp("dali") / "d"
+    shutil.copytree(small_demo, root)
+    for split in ("train", "val"):
+        next((root / split).rglob("*.JPEG")).unlink()
+    return root
+
+
+def loaders(root: Path, rank: int, world_size: int, batch_size: int) -> DaliLoaders:
+    cfg = DataConfig(root=str(root), loader="dali", batch_size=batch_size, image_size=64, val_resize=64,
+                     crop_scale=(0.35, 1.0), workers=1)
+    info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
+    return DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
+
+
+def fingerprints(batches) -> Counter:
+    """(label, pixel sum) of every image: the demo images are distinct, so these identify them."""
+    seen: Counter = Counter()
+    for images, targets in batches:
+        for image, target in zip(images, targets):
+            seen[(int(target), round(float(image.double().sum()), 2))] += 1
+    return seen
+
+
+def test_validation_batches_are_normalised_decoded_images(odd_demo: Path) -> None:
+    data = loaders(odd_demo, 0, 1, 8)
+    images, targets = next(data.val_batches())
+    assert images.shape == (8, 3, 64, 64) and images.dtype == torch.float32
+    assert targets.dtype == torch.int64 and targets.shape == (8,)
+    files, labels = file_list(odd_demo / "val", data.classes)
+    assert targets.tolist() == labels[:8]  # validation reads in file order
+    with Image.open(files[0]) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    expected = torch.from_numpy((pixels - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).permute(2, 0, 1)
+    # Two JPEG decoders may round a few pixels differently: allow 2/255 before normalisation.
+    assert (images[0] - expected).abs().max() <= 2 / 255 / min(STD) + 1e-6
+
+
+def test_training_batches(odd_demo: Path) -> None:
+    data = loaders(odd_demo, 0, 1, 8)
+    batches = list(data.train_epoch(0))
+    assert len(batches) == data.batches_per_epoch == 239 // 8
+    images, targets = batches[0]
+    assert images.shape == (8, 3, 64, 64) and targets.dtype == torch.int64
+    assert -3 < float(images.min()) and float(images.max()) < 3  # normalised, not 0-255
+    second = list(data.train_epoch(1))
+    assert len(second) == len(batches)
+    assert fingerprints(second) != fingerprints(batches)  # reshuffled and re-augmented
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+def test_shards_are_disjoint_and_complete(odd_demo: Path, world_size: int) -> None:
+    everything = fingerprints(loaders(odd_demo, 0, 1, 4).val_batches())
+    assert sum(everything.values()) == 69 and max(everything.values()) == 1
+    union: Counter = Counter()
+    train_counts = []
+    for rank in range(world_size):
+        data = loaders(odd_demo, rank, world_size, 4 * world_size)
+        shard = fingerprints(data.val_batches())
+        start, end = shard_bounds(69, rank, world_size)
+        assert sum(shard.values()) == end - start  # this rank's true shard, no padding
+        assert not (union & shard)  # disjoint from the other ranks
+        union += shard
+        train_counts.append(sum(1 for _ in data.train_epoch(0)))
+    assert union == everything  # together complete: every image exactly once
+    assert len(set(train_counts)) == 1 and train_counts[0] == (239 // world_size) // 4  # equal steps
