@@ -14,6 +14,7 @@ dropped), so every image counts exactly once.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +22,7 @@ import torch
 
 from clr_dist.config import DataConfig
 from clr_dist.dist import DistInfo
+from clr_dist.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -87,6 +89,22 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
     return pipe
 
 
+def find_undecodable(files: list[str], time_limit: float = 120.0) -> str | None:
+    """The first file PIL cannot fully decode, scanning for at most ``time_limit`` seconds."""
+    from PIL import Image
+
+    deadline = time.monotonic() + time_limit
+    for path in files:
+        if time.monotonic() > deadline:
+            return None
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # any failure to decode is what we are looking for
+            return path
+    return None
+
+
 class DaliLoaders:
     def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
@@ -108,6 +126,30 @@ class DaliLoaders:
         # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
         self.train = iterator(train_files, train_labels, True, LastBatchPolicy.PARTIAL)
         self.val = iterator(val_files, val_labels, False, LastBatchPolicy.PARTIAL)
+        self.root = cfg.root
+        self.shard_files = {
+            "train": train_files[slice(*shard_bounds(self.train_size, info.rank, info.world_size))],
+            "val": val_files[slice(*shard_bounds(self.val_size, info.rank, info.world_size))],
+        }
+
+    def _read(self, split: str) -> Iterator[Batch]:
+        """The split's batches; a decoding failure becomes a DataError that names the file.
+
+        DALI does not skip a corrupt image: the pipeline dies, and its error does not say which
+        file it was. Look for it in this rank's shard, then point at the dataset checker.
+        """
+        try:
+            for batch in self.train if split == "train" else self.val:
+                yield self._unpack(batch)
+        except RuntimeError as exc:
+            if "Critical error in pipeline" not in str(exc):
+                raise
+            bad = find_undecodable(self.shard_files[split])
+            what = f"cannot decode {bad!r}" if bad else "failed to decode an image of this rank's shard"
+            raise DataError(
+                f"DALI {what}; run `clr-dist data check {self.root}` to find every bad file, then "
+                f"remove or replace them"
+            ) from exc
 
     @staticmethod
     def _unpack(batch: list[dict[str, torch.Tensor]]) -> Batch:
@@ -118,12 +160,10 @@ class DaliLoaders:
         """Exactly ``batches_per_epoch`` full batches on every rank (the reader reshuffles its
         shard each epoch); the rest of this rank's shard is read and dropped."""
         yielded = 0
-        for batch in self.train:
-            images, targets = self._unpack(batch)
+        for images, targets in self._read("train"):
             if yielded < self.batches_per_epoch and len(targets) == self.per_rank_batch:
                 yielded += 1
                 yield images, targets
 
     def val_batches(self) -> Iterator[Batch]:
-        for batch in self.val:
-            yield self._unpack(batch)
+        return self._read("val")

@@ -15,6 +15,7 @@ from clr_dist.config import DataConfig
 from clr_dist.data.dali import DaliLoaders, file_list, shard_bounds
 from clr_dist.data.datasets import check_image_folder
 from clr_dist.dist import DistInfo
+from clr_dist.errors import DataError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -87,3 +88,17 @@ def test_shards_are_disjoint_and_complete(odd_demo: Path, world_size: int) -> No
         train_counts.append(sum(1 for _ in data.train_epoch(0)))
     assert union == everything  # together complete: every image exactly once
     assert len(set(train_counts)) == 1 and train_counts[0] == (239 // world_size) // 4  # equal steps
+
+
+def test_corrupt_jpeg_error_names_the_file(tmp_path: Path, small_demo: Path) -> None:
+    root = tmp_path / "d"
+    shutil.copytree(small_demo, root)
+    bad = sorted((root / "val").rglob("*.JPEG"))[30]
+    bad.write_bytes(b"these bytes are not a JPEG")
+    data = loaders(root, 0, 1, 8)
+    with pytest.raises(DataError) as info:
+        for _ in data.val_batches():
+            pass
+    message = str(info.value)
+    assert f"DALI cannot decode '{bad}'" in message and f"clr-dist data check {root}" in message
+    assert "\n" not in message
