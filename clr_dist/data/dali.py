@@ -140,7 +140,12 @@ class DaliLoaders:
         """
         try:
             for batch in self.train if split == "train" else self.val:
-                yield self._unpack(batch)
+                images, targets = self._unpack(batch)
+                # A shard that is an exact multiple of the batch, beside a larger shard, ends its
+                # epoch with an empty batch under PARTIAL (DROP would give one made only of
+                # padding instead): it holds no sample, so it is skipped.
+                if len(targets):
+                    yield images, targets
         except RuntimeError as exc:
             if "Critical error in pipeline" not in str(exc):
                 raise

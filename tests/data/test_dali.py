@@ -102,3 +102,27 @@ def test_corrupt_jpeg_error_names_the_file(tmp_path: Path, small_demo: Path) -> 
     message = str(info.value)
     assert f"DALI cannot decode '{bad}'" in message and f"clr-dist data check {root}" in message
     assert "\n" not in message
+
+
+def test_uneven_shards_with_a_shard_of_whole_batches(tmp_path: Path, small_demo: Path) -> None:
+    """17 images on 2 ranks: shards of 8 and 9. With 4 per rank, rank 0's shard is exactly two
+    batches; DALI then ends its epoch with an empty batch (PARTIAL) or, under DROP, serves a batch
+    of padding only in the next epoch. Neither may reach the trainer."""
+    root = tmp_path / "d"
+    shutil.copytree(small_demo, root)
+    for split in ("train", "val"):  # keep 2 images in each of 7 classes and 1 in each of 3
+        for index, class_dir in enumerate(sorted((root / split).iterdir())):
+            for path in sorted(class_dir.glob("*.JPEG"))[2 if index < 7 else 1:]:
+                path.unlink()
+    per_rank = {}
+    for rank in (0, 1):
+        data = loaders(root, rank, 2, 8)
+        val = list(data.val_batches())
+        assert [len(t) for _, t in val] == ([4, 4] if rank == 0 else [4, 4, 1])  # no empty batch
+        per_rank[rank] = fingerprints(val)
+        for epoch in range(3):
+            epoch_batches = list(data.train_epoch(epoch))
+            assert len(epoch_batches) == data.batches_per_epoch == 2
+            seen = fingerprints(epoch_batches)
+            assert max(seen.values()) == 1  # no batch of repeated padding
+    assert sum((per_rank[0] + per_rank[1]).values()) == 17 and not (per_rank[0] & per_rank[1])
