@@ -47,6 +47,9 @@ class DataConfig:
     workers: int = 4
     # DALI on CUDA: share of JPEG decoding given to the hardware decoder (A100/H100), 0-1.
     hw_decoder_load: float = 0.65
+    # data=synthetic: images in an "epoch" and classes (ImageNet's by default).
+    synthetic_images: int = 1_281_167
+    synthetic_classes: int = 1000
     # Make the embedded demo set at data.root when it is not there yet (data=demo only).
     make_if_missing: bool = False
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)

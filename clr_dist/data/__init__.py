@@ -18,6 +18,10 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
     from clr_dist import dist
     from clr_dist.data.torch_loader import TorchvisionLoaders
 
+    if cfg.name == "synthetic":
+        from clr_dist.data.synthetic import SyntheticLoaders
+
+        return SyntheticLoaders(cfg, info, seed)
     error = None
     root = Path(cfg.root)
     missing = not root.exists() or (root.is_dir() and not any(root.iterdir()))

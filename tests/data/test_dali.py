@@ -126,3 +126,17 @@ def test_uneven_shards_with_a_shard_of_whole_batches(tmp_path: Path, small_demo:
             seen = fingerprints(epoch_batches)
             assert max(seen.values()) == 1  # no batch of repeated padding
     assert sum((per_rank[0] + per_rank[1]).values()) == 17 and not (per_rank[0] & per_rank[1])
+
+
+@pytest.mark.gpu
+def test_mixed_decoding_on_cuda(odd_demo: Path) -> None:
+    cfg = DataConfig(root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2)
+    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cuda", 0))
+    gpu = DaliLoaders(cfg, info, seed=0, classes=check_image_folder(odd_demo).classes)
+    cpu = loaders(odd_demo, 0, 1, 8)
+    (gpu_images, gpu_targets), (cpu_images, cpu_targets) = next(gpu.val_batches()), next(cpu.val_batches())
+    assert gpu_images.is_cuda and gpu_targets.is_cuda and gpu_images.shape == (8, 3, 64, 64)
+    assert torch.equal(gpu_targets.cpu(), cpu_targets)
+    # nvJPEG and the CPU decoder may round differently; the images must still agree closely.
+    assert (gpu_images.cpu() - cpu_images).abs().mean() < 0.05
+    assert len(list(gpu.train_epoch(0))) == gpu.batches_per_epoch
