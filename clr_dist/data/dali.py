@@ -51,14 +51,16 @@ def shard_bounds(size: int, shard_id: int, num_shards: int) -> tuple[int, int]:
 
 
 def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: DistInfo, *,
-                   training: bool, seed: int, batch_size: int):
+                   training: bool, seed: int, batch_size: int, checkpoint: bytes | None = None):
     """The pipeline for one rank: reader -> decode (+ random-resized crop) -> resize -> crop,
     flip, normalise to CHW float. ``mixed`` decoding on CUDA, CPU operators otherwise."""
     from nvidia.dali import fn, pipeline_def, types
 
     gpu = info.device.type == "cuda"
 
-    @pipeline_def
+    # Checkpointing records the reader's position and every random operator's state, so a
+    # restored pipeline serves the same files with the same crops and flips.
+    @pipeline_def(enable_checkpointing=True)
     def pipeline():
         jpegs, targets = fn.readers.file(
             files=files, labels=labels, shard_id=info.rank, num_shards=info.world_size,
@@ -84,7 +86,8 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
 
     # Each rank augments differently; the reader's seed is shared, which keeps shuffles reproducible.
     pipe = pipeline(batch_size=batch_size, num_threads=max(1, cfg.workers),
-                    device_id=info.device.index if gpu else None, seed=seed + info.rank)
+                    device_id=info.device.index if gpu else None, seed=seed + info.rank,
+                    checkpoint=checkpoint)
     pipe.build()
     return pipe
 
@@ -118,14 +121,18 @@ class DaliLoaders:
         smallest_shard = self.train_size // info.world_size
         self.batches_per_epoch = smallest_shard // self.per_rank_batch
 
-        def iterator(files, labels, training, policy):
-            pipe = build_pipeline(files, labels, cfg, info, training=training, seed=seed, batch_size=self.per_rank_batch)
+        def iterator(files, labels, training, checkpoint=None):
+            pipe = build_pipeline(files, labels, cfg, info, training=training, seed=seed,
+                                  batch_size=self.per_rank_batch, checkpoint=checkpoint)
+            # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
             return DALIGenericIterator(pipe, ["images", "targets"], reader_name="Reader",
-                                       last_batch_policy=policy, auto_reset=True)
+                                       last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
 
-        # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
-        self.train = iterator(train_files, train_labels, True, LastBatchPolicy.PARTIAL)
-        self.val = iterator(val_files, val_labels, False, LastBatchPolicy.PARTIAL)
+        self._train_iterator = lambda checkpoint=None: iterator(train_files, train_labels, True, checkpoint)
+        self.train = self._train_iterator()
+        self.val = iterator(val_files, val_labels, False)
+        self.layout = (info.rank, info.world_size)
+        self.yielded = 0  # full training batches served in the current epoch
         self.root = cfg.root
         self.shard_files = {
             "train": train_files[slice(*shard_bounds(self.train_size, info.rank, info.world_size))],
@@ -164,11 +171,33 @@ class DaliLoaders:
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         """Exactly ``batches_per_epoch`` full batches on every rank (the reader reshuffles its
         shard each epoch); the rest of this rank's shard is read and dropped."""
-        yielded = 0
         for images, targets in self._read("train"):
-            if yielded < self.batches_per_epoch and len(targets) == self.per_rank_batch:
-                yielded += 1
+            if self.yielded < self.batches_per_epoch and len(targets) == self.per_rank_batch:
+                self.yielded += 1
                 yield images, targets
+        self.yielded = 0
+
+    def state_dict(self) -> dict:
+        """This rank's training reader, to resume mid-epoch: the DALI checkpoint (position,
+        shuffle and augmentation state) and the batches already served this epoch."""
+        rank, world_size = self.layout
+        return {"rank": rank, "world_size": world_size, "train_size": self.train_size,
+                "reader": self.train.checkpoints()[0], "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state``: the next batches are exactly those the saved run would have
+        read next. A reader checkpoint belongs to one rank of one world size; in any other
+        layout it would silently read other data, so that is refused."""
+        saved = (state["rank"], state["world_size"], state["train_size"])
+        here = (*self.layout, self.train_size)
+        if saved != here:
+            raise DataError(
+                f"the DALI reader state was saved as rank {saved[0]} of {saved[1]} over {saved[2]} training "
+                f"images, and this is rank {here[0]} of {here[1]} over {here[2]}; restoring it would read "
+                f"different data: resume with the same world size and dataset"
+            )
+        self.train = self._train_iterator(state["reader"])
+        self.yielded = state["yielded"]
 
     def val_batches(self) -> Iterator[Batch]:
         return self._read("val")

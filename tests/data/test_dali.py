@@ -140,3 +140,26 @@ def test_mixed_decoding_on_cuda(odd_demo: Path) -> None:
     # nvJPEG and the CPU decoder may round differently; the images must still agree closely.
     assert (gpu_images.cpu() - cpu_images).abs().mean() < 0.05
     assert len(list(gpu.train_epoch(0))) == gpu.batches_per_epoch
+
+
+@pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2)])
+def test_mid_epoch_resume_is_bit_exact(odd_demo: Path, rank: int, world_size: int) -> None:
+    original = loaders(odd_demo, rank, world_size, 8 * world_size)
+    epoch0 = original.train_epoch(0)
+    for _ in range(5):
+        next(epoch0)
+    state = original.state_dict()
+    expected = list(epoch0) + list(original.train_epoch(1))  # the rest of epoch 0, then epoch 1
+
+    resumed = loaders(odd_demo, rank, world_size, 8 * world_size)
+    resumed.load_state_dict(state)
+    got = list(resumed.train_epoch(0)) + list(resumed.train_epoch(1))
+    assert len(got) == len(expected) == 2 * original.batches_per_epoch - 5
+    for (images, targets), (want_images, want_targets) in zip(got, expected):
+        assert torch.equal(targets, want_targets) and torch.equal(images, want_images)  # same files, same pixels
+
+
+def test_resume_into_another_world_size_is_refused(odd_demo: Path) -> None:
+    state = loaders(odd_demo, 0, 2, 16).state_dict()
+    with pytest.raises(DataError, match=r"saved as rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"):
+        loaders(odd_demo, 0, 1, 16).load_state_dict(state)
