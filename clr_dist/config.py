@@ -45,6 +45,9 @@ class DataConfig:
     val_resize: int = 256
     crop_scale: tuple[float, float] = (0.08, 1.0)
     workers: int = 4
+    # A folder with train.txt and val.txt (`clr-dist data check --out DIR`): read only the files
+    # listed there (`class/file label` lines, relative to root/<split>). dali loader only.
+    file_lists: Optional[str] = None
     # DALI on CUDA: share of JPEG decoding given to the hardware decoder (A100/H100), 0-1.
     hw_decoder_load: float = 0.65
     # data=synthetic: images in an "epoch" and classes (ImageNet's by default).
@@ -174,6 +177,15 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"data.val_resize={cfg.data.val_resize} is smaller than data.image_size="
             f"{cfg.data.image_size}; the validation crop must fit inside the resized image"
         )
+    if cfg.data.file_lists is not None:
+        if cfg.data.loader != "dali":
+            raise ConfigError(f"data.file_lists needs data.loader=dali (not {cfg.data.loader})")
+        for split in ("train", "val"):
+            if not os.path.isfile(os.path.join(cfg.data.file_lists, f"{split}.txt")):
+                raise ConfigError(
+                    f"data.file_lists={cfg.data.file_lists!r} has no {split}.txt; make the lists with "
+                    f"`clr-dist data check {cfg.data.root} --out DIR`"
+                )
     if cfg.trainer.stop_after_cycles is not None and cfg.trainer.stop_after_cycles <= 0:
         raise ConfigError(f"trainer.stop_after_cycles={cfg.trainer.stop_after_cycles} must be positive or null")
 

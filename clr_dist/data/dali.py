@@ -45,6 +45,17 @@ def file_list(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]
     return files, labels
 
 
+def read_file_list(list_path: Path, split_dir: Path) -> tuple[list[str], list[int]]:
+    """A ``clr-dist data check`` list: ``class/file label`` per line, relative to ``split_dir``."""
+    files, labels = [], []
+    for line in list_path.read_text().splitlines():
+        if line.strip():
+            relative, label = line.rsplit(" ", 1)
+            files.append(str(split_dir / relative))
+            labels.append(int(label))
+    return files, labels
+
+
 def shard_bounds(size: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     """The [start, end) sample range DALI's readers give to one shard."""
     return size * shard_id // num_shards, size * (shard_id + 1) // num_shards
@@ -115,8 +126,12 @@ class DaliLoaders:
         root = Path(cfg.root)
         self.classes = classes
         self.per_rank_batch = cfg.batch_size // info.world_size
-        train_files, train_labels = file_list(root / "train", classes)
-        val_files, val_labels = file_list(root / "val", classes)
+        if cfg.file_lists:  # only the files the checker could decode
+            train_files, train_labels = read_file_list(Path(cfg.file_lists) / "train.txt", root / "train")
+            val_files, val_labels = read_file_list(Path(cfg.file_lists) / "val.txt", root / "val")
+        else:
+            train_files, train_labels = file_list(root / "train", classes)
+            val_files, val_labels = file_list(root / "val", classes)
         self.train_size, self.val_size = len(train_files), len(val_files)
         smallest_shard = self.train_size // info.world_size
         self.batches_per_epoch = smallest_shard // self.per_rank_batch
@@ -159,8 +174,8 @@ class DaliLoaders:
             bad = find_undecodable(self.shard_files[split])
             what = f"cannot decode {bad!r}" if bad else "failed to decode an image of this rank's shard"
             raise DataError(
-                f"DALI {what}; run `clr-dist data check {self.root}` to find every bad file, then "
-                f"remove or replace them"
+                f"DALI {what}; run `clr-dist data check {self.root} --out DIR` to find every bad "
+                f"file, then remove them or train on the clean lists with data.file_lists=DIR"
             ) from exc
 
     @staticmethod

@@ -100,7 +100,7 @@ def test_corrupt_jpeg_error_names_the_file(tmp_path: Path, small_demo: Path) -> 
         for _ in data.val_batches():
             pass
     message = str(info.value)
-    assert f"DALI cannot decode '{bad}'" in message and f"clr-dist data check {root}" in message
+    assert f"DALI cannot decode '{bad}'" in message and f"clr-dist data check {root} --out DIR" in message
     assert "\n" not in message
 
 
@@ -163,3 +163,20 @@ def test_resume_into_another_world_size_is_refused(odd_demo: Path) -> None:
     state = loaders(odd_demo, 0, 2, 16).state_dict()
     with pytest.raises(DataError, match=r"saved as rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"):
         loaders(odd_demo, 0, 1, 16).load_state_dict(state)
+
+
+def test_file_lists_from_the_checker_skip_bad_files(tmp_path: Path, small_demo: Path) -> None:
+    from clr_dist.data.check import check_dataset
+
+    root = tmp_path / "d"
+    shutil.copytree(small_demo, root)
+    bad = sorted((root / "train").rglob("*.JPEG"))[7]
+    bad.write_bytes(b"broken")
+    report = check_dataset(root, tmp_path / "lists", workers=1, progress=None)
+    assert not report.ok
+    cfg = DataConfig(root=str(root), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=1,
+                     file_lists=str(tmp_path / "lists"))
+    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    data = DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
+    assert (data.train_size, data.val_size) == (239, 70)
+    assert len(list(data.train_epoch(0))) == 239 // 8  # the corrupt file is never read
