@@ -153,6 +153,23 @@ def render_demo_image(class_index: int, seed: int, size: int = 64) -> Image.Imag
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
+def reusable(out: Path, marker_name: str, settings: dict, what: str) -> bool:
+    """True when ``out`` already holds ``what`` made with ``settings`` (its marker file says so);
+    False when ``out`` is missing or empty, so it may be written. Anything else is refused with a
+    DataError, so a generator never overwrites a user's files."""
+    marker = out / marker_name
+    if marker.is_file():
+        made_with = json.loads(marker.read_text())
+        if made_with == settings:
+            return True
+        changed = ", ".join(f"{k}={made_with.get(k)!r} (asked {v!r})" for k, v in settings.items() if made_with.get(k) != v)
+        raise DataError(f"{str(out)!r} holds {what} made with other settings: {changed}; "
+                        f"choose another directory or delete this one")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{str(out)!r} already holds files that are not {what}; choose an empty or new directory")
+    return False
+
+
 def make_demo_dataset(
     out: str | Path,
     train_per_class: int = 200,
@@ -174,21 +191,8 @@ def make_demo_dataset(
         "seed": seed,
         "classes": list(DEMO_CLASSES),
     }
-    marker = out / DEMO_MARKER
-    if marker.is_file():
-        made_with = json.loads(marker.read_text())
-        if made_with == settings:
-            return check_image_folder(out)
-        changed = ", ".join(f"{k}={made_with.get(k)!r} (asked {v!r})" for k, v in settings.items() if made_with.get(k) != v)
-        raise DataError(
-            f"{str(out)!r} holds a demo set made with other settings: {changed}; "
-            f"choose another directory or delete this one"
-        )
-    if out.exists() and any(out.iterdir()):
-        raise DataError(
-            f"{str(out)!r} already holds files that are not a clr_dist demo set; "
-            f"choose an empty or new directory"
-        )
+    if reusable(out, DEMO_MARKER, settings, "a clr_dist demo set"):
+        return check_image_folder(out)
     # Written beside the target and renamed into place, so an interrupted run leaves no half set.
     staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clr_dist.data.datasets import FolderSummary, check_image_folder
+from clr_dist.data.datasets import FolderSummary, check_image_folder, reusable
 from clr_dist.errors import DataError
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
@@ -126,18 +126,8 @@ def convert_fashion_mnist(
         "jpeg_quality": JPEG_QUALITY,
         "classes": list(CLASSES),
     }
-    marker = out / MARKER
-    if marker.is_file():
-        made_with = json.loads(marker.read_text())
-        if made_with == settings:
-            return check_image_folder(out)
-        changed = ", ".join(f"{k}={made_with.get(k)!r} (asked {v!r})"
-                            for k, v in settings.items() if made_with.get(k) != v)
-        raise DataError(f"{str(out)!r} holds Fashion-MNIST converted with other settings: {changed}; "
-                        f"choose another directory or delete this one")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{str(out)!r} already holds files that are not a clr_dist Fashion-MNIST "
-                        f"set; choose an empty or new directory")
+    if reusable(out, MARKER, settings, "a clr_dist Fashion-MNIST set"):
+        return check_image_folder(out)
 
     # Read and check every source file before writing anything.
     splits = {split: load_split(source, split) for split in SOURCE_FILES}

@@ -116,6 +116,6 @@ def test_empty_class_folder_is_reported(tmp_path: Path, small_demo: Path) -> Non
 def test_make_demo_refuses_a_demo_set_with_other_settings(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     make_demo_dataset(root, train_per_class=2, val_per_class=1)
-    with pytest.raises(DataError, match=r"holds a demo set made with other settings: train_per_class=2 \(asked 3\)"):
+    with pytest.raises(DataError, match=r"holds a clr_dist demo set made with other settings: train_per_class=2 \(asked 3\)"):
         make_demo_dataset(root, train_per_class=3, val_per_class=1)
     assert check_image_folder(root).train_count == 20
