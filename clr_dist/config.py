@@ -37,7 +37,7 @@ class DataConfig:
     # ImageNet folder layout: root/train/<class>/*.JPEG and root/val/<class>/*.JPEG.
     root: str = "data/demo"
     # torchvision (PyTorch DataLoader workers) or dali (GPU decoding on CUDA, CPU operators without).
-    loader: str = "torchvision"
+    loader: str = "dali"
     # The *global* batch: split evenly over the ranks, so a schedule means the same at any size.
     batch_size: int = 64
     # Training crop (random-resized) and validation crop (centre, after resizing the short side).

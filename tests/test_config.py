@@ -53,7 +53,7 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
         (["trainer.max_steps=0"], 1, "trainer.max_steps=0 must be a positive integer"),
         (["data.image_size=224", "data.val_resize=128"], 1, "data.val_resize=128 is smaller than data.image_size=224"),
         (["logger.mode=loud"], 1, "logger.mode='loud' is not one of: online, offline, disabled"),
-        (["data.file_lists=/x"], 1, "data.file_lists needs data.loader=dali (not torchvision)"),
+        (["data.loader=torchvision", "data.file_lists=/x"], 1, "data.file_lists needs data.loader=dali (not torchvision)"),
         (["data.loader=dali", "data.file_lists=/nowhere"], 1,
          "data.file_lists='/nowhere' has no train.txt; make the lists with `clr-dist data check data/demo --out DIR`"),
     ],
