@@ -85,7 +85,7 @@ def test_divergence_stops_with_the_step_and_lr(tmp_path: Path, small_demo: Path)
     with pytest.raises(TrainingDiverged, match=r"training loss is (nan|inf) at step \d+ \(lr 1e\+06\); lower schedule.max_lr/base_lr"):
         trainer.fit()
     trainer.close()
-    assert events(tmp_path / "run", "train") == []  # nothing non-finite was reported as a metric
+    assert all(math.isfinite(e["loss"]) for e in events(tmp_path / "run", "train"))  # no NaN/inf metric
 
 
 def test_googlenet_trains_with_aux_heads(tmp_path: Path, small_demo: Path) -> None:
