@@ -111,13 +111,14 @@ def test_batch_not_divisible_by_world_size(tmp_path: Path, small_demo: Path) -> 
             "use a multiple of 2") in result.stderr
 
 
-def test_two_ranks_train_through_dali_on_cpu(tmp_path: Path, small_demo: Path) -> None:
-    result = run_cli([*TORCHRUN, f"data.root={small_demo}", "data.loader=dali", "data.batch_size=16",
+@pytest.mark.parametrize("loader", ["dali", "torchvision"])
+def test_two_ranks_train_through_each_loader(tmp_path: Path, small_demo: Path, loader: str) -> None:
+    result = run_cli([*TORCHRUN, f"data.root={small_demo}", f"data.loader={loader}", "data.batch_size=16",
                       "model.name=test_resnet", "schedule.stepsize=3", "schedule.stepsize_epochs=null",
                       "trainer.stop_after_cycles=2", "logger.mode=disabled", "logger.progress_bar=false"],
-                     cwd=tmp_path, env={"CLR_DIST_RUN_ID": "dali"})
+                     cwd=tmp_path, env={"CLR_DIST_RUN_ID": loader})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    run = tmp_path / "runs" / "dali"
+    run = tmp_path / "runs" / loader
     peaks = read_csv(run / "cycle_peaks.csv")
     assert [(int(p["cycle"]), int(p["step"])) for p in peaks] == [(1, 6), (2, 12)]
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["resolved"]
