@@ -46,7 +46,6 @@ def compose(overrides: list[str]):
 
 def _schedule(args: argparse.Namespace) -> None:
     from clr_dist.data.datasets import check_image_folder
-    from clr_dist.errors import UsageError
     from clr_dist.schedules.plot import schedule_command
 
     if not (args.csv or args.png):
