@@ -43,13 +43,25 @@ class DataConfig:
     # Training crop (random-resized) and validation crop (centre, after resizing the short side).
     image_size: int = 224
     val_resize: int = 256
+    # Random-resized crop: the share of the image's area and the aspect-ratio range it samples
+    # (ImageNet's usual 8%-100% and 3/4-4/3).
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     workers: int = 4
     # A folder with train.txt and val.txt (`clr-dist data check --out DIR`): read only the files
     # listed there (`class/file label` lines, relative to root/<split>). dali loader only.
     file_lists: Optional[str] = None
     # DALI on CUDA: share of JPEG decoding given to the hardware decoder (A100/H100), 0-1.
     hw_decoder_load: float = 0.65
+    # dali: where the pipeline runs. auto: on the GPU (mixed decoding) when training on CUDA, else
+    # CPU operators; cpu keeps decoding on the CPU even on a GPU machine (a busy GPU, tests).
+    dali_device: str = "auto"
+    # dali: dtype of the images it hands the model; float16/bfloat16 halve the copy and need
+    # mixed precision (trainer.precision bf16/fp16, or auto on CUDA).
+    output_dtype: str = "float32"
+    # dali: a reader state saved under another world size or rank (a resume after resizing the
+    # job) is refused; true starts the saved epoch again from its beginning instead.
+    restart_epoch_on_layout_change: bool = False
     # data=synthetic: images in an "epoch" and classes (ImageNet's by default).
     synthetic_images: int = 1_281_167
     synthetic_classes: int = 1000
@@ -118,6 +130,8 @@ class TrainConfig:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOADERS = ("torchvision", "dali")
+DALI_DEVICES = ("auto", "gpu", "cpu")
+OUTPUT_DTYPES = ("float32", "float16", "bfloat16")
 LOGGER_MODES = ("online", "offline", "disabled")
 
 
@@ -158,6 +172,8 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
     _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
     _check_choice("data.loader", cfg.data.loader, LOADERS)
     _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
+    _check_choice("data.dali_device", cfg.data.dali_device, DALI_DEVICES)
+    _check_choice("data.output_dtype", cfg.data.output_dtype, OUTPUT_DTYPES)
     for key, value in (
         ("trainer.max_steps", cfg.trainer.max_steps),
         ("trainer.grad_accum_steps", cfg.trainer.grad_accum_steps),
@@ -177,6 +193,14 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
             f"data.val_resize={cfg.data.val_resize} is smaller than data.image_size="
             f"{cfg.data.image_size}; the validation crop must fit inside the resized image"
         )
+    low, high = cfg.data.crop_scale
+    if not 0 < low <= high <= 1:
+        raise ConfigError(f"data.crop_scale=[{low}, {high}] must satisfy 0 < low <= high <= 1 (shares of the image area)")
+    low, high = cfg.data.crop_ratio
+    if not 0 < low <= high:
+        raise ConfigError(f"data.crop_ratio=[{low}, {high}] must satisfy 0 < low <= high (width/height)")
+    if cfg.data.output_dtype != "float32" and cfg.data.loader != "dali" and cfg.data.name != "synthetic":
+        raise ConfigError(f"data.output_dtype={cfg.data.output_dtype} needs data.loader=dali; the {cfg.data.loader} loader gives float32")
     if cfg.data.file_lists is not None:
         if cfg.data.loader != "dali":
             raise ConfigError(f"data.file_lists needs data.loader=dali (not {cfg.data.loader})")

@@ -8,6 +8,7 @@ schedule, take one optimizer step, log every ``logger.log_every`` steps, validat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -93,9 +94,16 @@ class Trainer:
         check_model_name(cfg.model.name)
         check_optimizer_config(cfg.optimizer)
         self.amp_dtype = _autocast_dtype(cfg.trainer.precision, info.device)
+        if cfg.data.output_dtype != "float32" and self.amp_dtype is None:
+            raise ConfigError(
+                f"data.output_dtype={cfg.data.output_dtype} needs mixed precision, and this run is fp32 "
+                f"(trainer.precision={cfg.trainer.precision} on {info.device}); set trainer.precision=bf16 "
+                f"or data.output_dtype=float32"
+            )
+        self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
         dist.seed_everything(cfg.trainer.seed, info.rank)
 
-        self.data = build_loaders(cfg.data, info, cfg.trainer.seed)
+        self.data = build_loaders(cfg.data, info, cfg.trainer.seed, channels_last=self.channels_last)
         accum = cfg.trainer.grad_accum_steps
         steps_per_epoch = self.data.batches_per_epoch // accum
         if steps_per_epoch == 0:
@@ -130,7 +138,6 @@ class Trainer:
         }
 
         model = build_model(cfg.model.name, len(self.data.classes), dict(cfg.model.kwargs)).to(info.device)
-        self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
@@ -300,6 +307,42 @@ class Trainer:
         if int(count) != self.data.val_size:  # every validation image exactly once, or a bug
             raise RuntimeError(f"validation saw {int(count)} images, expected {self.data.val_size}")
         return {"val_loss": loss / count, "top1": top1 / count, "top5": top5 / count}
+
+    # --- run state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """This rank's run state between two steps: enough for ``load_state_dict`` to continue
+        exactly where the run stood. The LR is not in it: it is ``schedule.lr(step)``.
+
+        ``data`` is this rank's loader position (for DALI, the reader's own checkpoint); it
+        belongs to this rank of this world size, so each rank keeps its own state.
+        """
+        rng = {"torch": torch.get_rng_state()}
+        if self.info.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "evaluated_at": self.evaluated_at,
+            "peaks": [dataclasses.asdict(peak) for peak in self.reporter.peaks],
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "data": self.data.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``; call before ``fit()``."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.data.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.info.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.info.device)
+        self.step, self.epoch, self.evaluated_at = state["step"], state["epoch"], state["evaluated_at"]
+        self.reporter.peaks[:] = [CyclePeak(**peak) for peak in state["peaks"]]
 
     def close(self) -> None:
         self.reporter.close()

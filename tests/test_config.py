@@ -56,6 +56,12 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
         (["data.loader=torchvision", "data.file_lists=/x"], 1, "data.file_lists needs data.loader=dali (not torchvision)"),
         (["data.loader=dali", "data.file_lists=/nowhere"], 1,
          "data.file_lists='/nowhere' has no train.txt; make the lists with `clr-dist data check data/demo --out DIR`"),
+        (["data.dali_device=tpu"], 1, "data.dali_device='tpu' is not one of: auto, gpu, cpu"),
+        (["data.output_dtype=int8"], 1, "data.output_dtype='int8' is not one of: float32, float16, bfloat16"),
+        (["data.loader=torchvision", "data.output_dtype=float16"], 1,
+         "data.output_dtype=float16 needs data.loader=dali; the torchvision loader gives float32"),
+        (["data.crop_scale=[0.5,0.2]"], 1, "data.crop_scale=[0.5, 0.2] must satisfy 0 < low <= high <= 1"),
+        (["data.crop_ratio=[0,1.5]"], 1, "data.crop_ratio=[0.0, 1.5] must satisfy 0 < low <= high (width/height)"),
     ],
 )
 def test_cross_key_checks(overrides: list[str], world_size: int, message: str) -> None:

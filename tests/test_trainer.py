@@ -145,3 +145,44 @@ def test_synthetic_data_trains_without_a_folder(tmp_path: Path) -> None:
     peaks = trainer.fit()
     trainer.close()
     assert [p.step for p in peaks] == [4]
+
+
+@pytest.mark.parametrize("stop_at", [7, 15])  # mid-epoch, and right at the end of epoch 0
+def test_resume_from_state_dict_is_bit_exact_through_dali(tmp_path: Path, small_demo: Path, stop_at: int) -> None:
+    """Stopped at ``stop_at`` and continued from its state_dict, a run ends with the same weights
+    and the same cycle peaks as one that never stopped (DALI reader state, dropout RNG, momentum)."""
+    common = ("data.loader=dali", "schedule.stepsize=4", "schedule.stepsize_epochs=null", "logger.log_every=5")
+    whole = make_trainer(tmp_path / "whole", small_demo, *common, "trainer.max_steps=20")
+    whole_peaks = whole.fit()
+    whole.close()
+
+    first = make_trainer(tmp_path / "first", small_demo, *common, f"trainer.max_steps={stop_at}")
+    first.fit()
+    state = first.state_dict()
+    first.close()
+    assert (state["step"], state["epoch"]) == (stop_at, 0)
+
+    second = make_trainer(tmp_path / "second", small_demo, *common, "trainer.max_steps=20")
+    second.load_state_dict(state)
+    second_peaks = second.fit()
+    second.close()
+    assert [p.step for p in whole_peaks] == [8, 16] and second_peaks == whole_peaks
+    assert second.epoch == whole.epoch == 1
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(second.model.state_dict()[name], tensor), name
+
+
+def test_half_precision_images_need_mixed_precision(tmp_path: Path, small_demo: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.output_dtype=float16 needs mixed precision, and this run is fp32 "
+                                          r"\(trainer.precision=auto on cpu\); set trainer.precision=bf16"):
+        make_trainer(tmp_path, small_demo, "data.output_dtype=float16")
+
+
+def test_bfloat16_images_train_under_bf16_autocast(tmp_path: Path, small_demo: Path) -> None:
+    trainer = make_trainer(tmp_path, small_demo, "data.output_dtype=bfloat16", "trainer.precision=bf16",
+                           "schedule=fixed", "trainer.max_steps=2", "logger.log_every=1")
+    images, _ = next(trainer._batches())
+    assert images.dtype == torch.bfloat16
+    trainer.fit()
+    trainer.close()
+    assert all(math.isfinite(e["loss"]) for e in events(tmp_path / "run", "train"))

@@ -10,10 +10,12 @@ from clr_dist.dist import DistInfo
 from clr_dist.errors import DataError
 
 
-def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
+def build_loaders(cfg: DataConfig, info: DistInfo, seed: int, *, channels_last: bool = False):
     """Check the folder layout (one line on bad input), then build the configured loader.
 
     Rank 0 makes the demo set when ``data.make_if_missing`` asks for it; every rank must call.
+    ``channels_last``: the DALI pipeline lays images out channels-last itself (others leave the
+    layout to the trainer).
     """
     from clr_dist import dist
     from clr_dist.data.torch_loader import TorchvisionLoaders
@@ -37,5 +39,5 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int):
     if cfg.loader == "dali":
         from clr_dist.data.dali import DaliLoaders
 
-        return DaliLoaders(cfg, info, seed, summary.classes)
+        return DaliLoaders(cfg, info, seed, summary.classes, channels_last=channels_last)
     return TorchvisionLoaders(cfg, info, seed, summary.classes)

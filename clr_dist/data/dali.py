@@ -22,7 +22,8 @@ import torch
 
 from clr_dist.config import DataConfig
 from clr_dist.dist import DistInfo
-from clr_dist.errors import DataError
+from clr_dist.data.layout import saved_position_applies
+from clr_dist.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -61,13 +62,30 @@ def shard_bounds(size: int, shard_id: int, num_shards: int) -> tuple[int, int]:
     return size * shard_id // num_shards, size * (shard_id + 1) // num_shards
 
 
+def pipeline_on_gpu(cfg: DataConfig, info: DistInfo) -> bool:
+    """``data.dali_device``: auto follows the training device; gpu needs CUDA."""
+    if cfg.dali_device == "gpu" and info.device.type != "cuda":
+        raise ConfigError(
+            f"data.dali_device=gpu needs training on CUDA (the device is {info.device}); "
+            f"use data.dali_device=auto or cpu"
+        )
+    return cfg.dali_device == "gpu" or (cfg.dali_device == "auto" and info.device.type == "cuda")
+
+
 def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: DistInfo, *,
-                   training: bool, seed: int, batch_size: int, checkpoint: bytes | None = None):
+                   training: bool, seed: int, batch_size: int, channels_last: bool = False,
+                   checkpoint: bytes | None = None):
     """The pipeline for one rank: reader -> decode (+ random-resized crop) -> resize -> crop,
-    flip, normalise to CHW float. ``mixed`` decoding on CUDA, CPU operators otherwise."""
+    flip, normalise. ``mixed`` decoding on the GPU, CPU operators otherwise.
+
+    Images leave as CHW, or as HWC when ``channels_last`` (the loader then views them as NCHW
+    with channels-last strides, so the model gets that layout without a transpose).
+    """
     from nvidia.dali import fn, pipeline_def, types
 
-    gpu = info.device.type == "cuda"
+    gpu = pipeline_on_gpu(cfg, info)
+    # DALI has no bfloat16: it emits float32 and the loader converts on the device.
+    dtype = types.FLOAT16 if cfg.output_dtype == "float16" else types.FLOAT
 
     # Checkpointing records the reader's position and every random operator's state, so a
     # restored pipeline serves the same files with the same crops and flips.
@@ -82,7 +100,7 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
         if training:
             images = fn.decoders.image_random_crop(
                 jpegs, output_type=types.RGB, random_area=list(cfg.crop_scale),
-                random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=100, **decode)
+                random_aspect_ratio=list(cfg.crop_ratio), num_attempts=100, **decode)
             images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size)
             mirror = fn.random.coin_flip(probability=0.5)
         else:
@@ -90,7 +108,7 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
             images = fn.resize(images, resize_shorter=cfg.val_resize)
             mirror = False
         images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="CHW", crop=(cfg.image_size, cfg.image_size),
+            images, dtype=dtype, output_layout="HWC" if channels_last else "CHW", crop=(cfg.image_size, cfg.image_size),
             mean=[255 * m for m in cfg.mean], std=[255 * s for s in cfg.std], mirror=mirror,
         )
         return images, (targets.gpu() if gpu else targets)
@@ -120,10 +138,14 @@ def find_undecodable(files: list[str], time_limit: float = 120.0) -> str | None:
 
 
 class DaliLoaders:
-    def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
+    def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str], *,
+                 channels_last: bool = False) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         root = Path(cfg.root)
+        self.channels_last = channels_last
+        self.bfloat16 = cfg.output_dtype == "bfloat16"
+        self.restart_epoch_on_layout_change = cfg.restart_epoch_on_layout_change
         self.classes = classes
         self.per_rank_batch = cfg.batch_size // info.world_size
         if cfg.file_lists:  # only the files the checker could decode
@@ -138,7 +160,8 @@ class DaliLoaders:
 
         def iterator(files, labels, training, checkpoint=None):
             pipe = build_pipeline(files, labels, cfg, info, training=training, seed=seed,
-                                  batch_size=self.per_rank_batch, checkpoint=checkpoint)
+                                  batch_size=self.per_rank_batch, channels_last=channels_last,
+                                  checkpoint=checkpoint)
             # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
             return DALIGenericIterator(pipe, ["images", "targets"], reader_name="Reader",
                                        last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
@@ -178,18 +201,31 @@ class DaliLoaders:
                 f"file, then remove them or train on the clean lists with data.file_lists=DIR"
             ) from exc
 
-    @staticmethod
-    def _unpack(batch: list[dict[str, torch.Tensor]]) -> Batch:
-        data = batch[0]
-        return data["images"], data["targets"].view(-1).long()
+    def _unpack(self, batch: list[dict[str, torch.Tensor]]) -> Batch:
+        images, targets = batch[0]["images"], batch[0]["targets"].view(-1).long()
+        if self.channels_last:  # NHWC in memory, seen as NCHW: channels-last strides
+            images = images.permute(0, 3, 1, 2)
+        if self.bfloat16:
+            images = images.to(torch.bfloat16)
+        return images, targets
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         """Exactly ``batches_per_epoch`` full batches on every rank (the reader reshuffles its
-        shard each epoch); the rest of this rank's shard is read and dropped."""
-        for images, targets in self._read("train"):
-            if self.yielded < self.batches_per_epoch and len(targets) == self.per_rank_batch:
-                self.yielded += 1
-                yield images, targets
+        shard each epoch); the rest of this rank's shard is read and dropped.
+
+        The rest is read *before* the last batch is handed out, so that after it the reader
+        stands at the start of the next epoch. A DALI checkpoint taken at the very end of an
+        epoch, before the iterator has said so, restores as the start of the next epoch: had the
+        rest still been unread, the resumed run would drop that epoch as this one's leftovers.
+        """
+        batches = self._read("train")  # a shard holds at least batches_per_epoch full batches first
+        while self.yielded < self.batches_per_epoch:
+            batch = next(batches)
+            self.yielded += 1
+            if self.yielded == self.batches_per_epoch:
+                for _ in batches:
+                    pass
+            yield batch
         self.yielded = 0
 
     def state_dict(self) -> dict:
@@ -202,15 +238,12 @@ class DaliLoaders:
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``: the next batches are exactly those the saved run would have
         read next. A reader checkpoint belongs to one rank of one world size; in any other
-        layout it would silently read other data, so that is refused."""
-        saved = (state["rank"], state["world_size"], state["train_size"])
-        here = (*self.layout, self.train_size)
-        if saved != here:
-            raise DataError(
-                f"the DALI reader state was saved as rank {saved[0]} of {saved[1]} over {saved[2]} training "
-                f"images, and this is rank {here[0]} of {here[1]} over {here[2]}; restoring it would read "
-                f"different data: resume with the same world size and dataset"
-            )
+        layout it would silently read other data, so that is refused, unless
+        ``data.restart_epoch_on_layout_change`` asks to start the saved epoch from its beginning."""
+        if not saved_position_applies(state, *self.layout, self.train_size,
+                                      restart_epoch_allowed=self.restart_epoch_on_layout_change):
+            self.yielded = 0
+            return
         self.train = self._train_iterator(state["reader"])
         self.yielded = state["yielded"]
 

@@ -43,7 +43,8 @@ def check_image_folder(root: str | Path) -> FolderSummary:
     folder with no images.
     """
     root = Path(root)
-    hint = "make one with `clr-dist data make-demo DIR` or point data.root at an ImageNet folder"
+    hint = ("make one with `clr-dist data make-demo DIR` (or `clr-dist data fashion-mnist DIR`) "
+            "or point data.root at an ImageNet folder")
     if not root.is_dir():
         raise DataError(f"data.root {str(root)!r} does not exist or is not a directory; {hint}")
     if not any(root.iterdir()):

@@ -30,10 +30,21 @@ class SyntheticLoaders:
         self.batches_per_epoch = cfg.synthetic_images // cfg.batch_size
         images = torch.randn(per_rank, 3, cfg.image_size, cfg.image_size, generator=generator)
         targets = torch.randint(0, cfg.synthetic_classes, (per_rank,), generator=generator)
-        self.batch = (images.to(info.device), targets.to(info.device))
+        dtype = getattr(torch, cfg.output_dtype)
+        self.batch = (images.to(info.device, dtype), targets.to(info.device))
+        self.yielded = 0
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        return (self.batch for _ in range(self.batches_per_epoch))
+        while self.yielded < self.batches_per_epoch:
+            self.yielded += 1
+            yield self.batch
+        self.yielded = 0
+
+    def state_dict(self) -> dict:
+        return {"yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.yielded = state["yielded"]
 
     def val_batches(self) -> Iterator[Batch]:
         return iter([self.batch])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import torch
@@ -10,9 +11,21 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from clr_dist.config import DataConfig
+from clr_dist.data.layout import saved_position_applies
 from clr_dist.dist import DistInfo
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class _ResumableSampler(DistributedSampler):
+    """A DistributedSampler that can leave out the first ``skip`` indices of the epoch (the
+    batches a resumed run already trained on); its length stays the whole epoch's."""
+
+    skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = super().__iter__()
+        return itertools.islice(indices, self.skip, None)
 
 
 class TorchvisionLoaders:
@@ -29,7 +42,7 @@ class TorchvisionLoaders:
     def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
         normalize = transforms.Normalize(cfg.mean, cfg.std)
         train_tf = transforms.Compose([
-            transforms.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale)),
+            transforms.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio)),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
             normalize,
@@ -46,10 +59,13 @@ class TorchvisionLoaders:
         self.classes = classes
         self.train_size = len(self.train_set)
         self.val_size = len(val_set)
-        self.sampler = DistributedSampler(
+        self.sampler = _ResumableSampler(
             self.train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
         )
-        per_rank_batch = cfg.batch_size // info.world_size
+        self.per_rank_batch = per_rank_batch = cfg.batch_size // info.world_size
+        self.layout = (info.rank, info.world_size)
+        self.restart_epoch_on_layout_change = cfg.restart_epoch_on_layout_change
+        self.yielded = 0  # batches served in the current epoch
         common = dict(
             num_workers=cfg.workers,
             pin_memory=info.device.type == "cuda",
@@ -67,7 +83,22 @@ class TorchvisionLoaders:
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         self.sampler.set_epoch(epoch)
-        return iter(self.train)
+        for batch in self.train:
+            self.yielded += 1
+            yield batch
+        self.yielded = self.sampler.skip = 0
+
+    def state_dict(self) -> dict:
+        """The position in the current epoch. A resumed run reads the same files in the same
+        order; the random crops and flips are drawn afresh (DataLoader workers reseed)."""
+        rank, world_size = self.layout
+        return {"rank": rank, "world_size": world_size, "train_size": self.train_size, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict) -> None:
+        applies = saved_position_applies(state, *self.layout, self.train_size,
+                                         restart_epoch_allowed=self.restart_epoch_on_layout_change)
+        self.yielded = state["yielded"] if applies else 0
+        self.sampler.skip = self.yielded * self.per_rank_batch
 
     def val_batches(self) -> Iterator[Batch]:
         return iter(self.val)

@@ -15,7 +15,7 @@ from clr_dist.config import DataConfig
 from clr_dist.data.dali import DaliLoaders, file_list, shard_bounds
 from clr_dist.data.datasets import check_image_folder
 from clr_dist.dist import DistInfo
-from clr_dist.errors import DataError
+from clr_dist.errors import ConfigError, DataError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -30,11 +30,12 @@ def odd_demo(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path
     return root
 
 
-def loaders(root: Path, rank: int, world_size: int, batch_size: int) -> DaliLoaders:
+def loaders(root: Path, rank: int, world_size: int, batch_size: int, channels_last: bool = False,
+            **settings) -> DaliLoaders:
     cfg = DataConfig(root=str(root), loader="dali", batch_size=batch_size, image_size=64, val_resize=64,
-                     crop_scale=(0.35, 1.0), workers=1)
+                     workers=1, **{"crop_scale": (0.35, 1.0), **settings})
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
-    return DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
+    return DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes, channels_last=channels_last)
 
 
 def fingerprints(batches) -> Counter:
@@ -46,6 +47,13 @@ def fingerprints(batches) -> Counter:
     return seen
 
 
+def normalised(path: str) -> torch.Tensor:
+    """The image as PIL decodes it, normalised like the pipeline's output (CHW)."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy((pixels - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).permute(2, 0, 1)
+
+
 def test_validation_batches_are_normalised_decoded_images(odd_demo: Path) -> None:
     data = loaders(odd_demo, 0, 1, 8)
     images, targets = next(data.val_batches())
@@ -53,9 +61,7 @@ def test_validation_batches_are_normalised_decoded_images(odd_demo: Path) -> Non
     assert targets.dtype == torch.int64 and targets.shape == (8,)
     files, labels = file_list(odd_demo / "val", data.classes)
     assert targets.tolist() == labels[:8]  # validation reads in file order
-    with Image.open(files[0]) as image:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    expected = torch.from_numpy((pixels - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).permute(2, 0, 1)
+    expected = normalised(files[0])
     # Two JPEG decoders may round a few pixels differently: allow 2/255 before normalisation.
     assert (images[0] - expected).abs().max() <= 2 / 255 / min(STD) + 1e-6
 
@@ -159,10 +165,84 @@ def test_mid_epoch_resume_is_bit_exact(odd_demo: Path, rank: int, world_size: in
         assert torch.equal(targets, want_targets) and torch.equal(images, want_images)  # same files, same pixels
 
 
+def test_resume_after_the_last_batch_of_an_epoch(small_demo: Path) -> None:
+    """240 images in batches of 16: the epoch ends exactly on its 15th batch. Saved right after
+    it, the resumed run reads the next epoch whole (not as the leftovers of this one)."""
+    original = loaders(small_demo, 0, 1, 16)
+    epoch0 = original.train_epoch(0)
+    for _ in range(original.batches_per_epoch):
+        next(epoch0)
+    state = original.state_dict()
+    expected = list(epoch0) + list(original.train_epoch(1))
+    resumed = loaders(small_demo, 0, 1, 16)
+    resumed.load_state_dict(state)
+    got = list(resumed.train_epoch(0)) + list(resumed.train_epoch(1))
+    assert len(got) == len(expected) == 15
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))
+
+
 def test_resume_into_another_world_size_is_refused(odd_demo: Path) -> None:
     state = loaders(odd_demo, 0, 2, 16).state_dict()
-    with pytest.raises(DataError, match=r"saved as rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"):
+    with pytest.raises(DataError, match=r"saved by rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"
+                                        r".*or set data.restart_epoch_on_layout_change=true to start the epoch again$"):
         loaders(odd_demo, 0, 1, 16).load_state_dict(state)
+
+
+def test_resume_into_another_world_size_restarts_the_epoch_when_asked(odd_demo: Path) -> None:
+    original = loaders(odd_demo, 1, 2, 16)
+    epoch0 = original.train_epoch(0)
+    for _ in range(3):
+        next(epoch0)
+    state = original.state_dict()
+    resumed = loaders(odd_demo, 0, 1, 16, restart_epoch_on_layout_change=True)
+    resumed.load_state_dict(state)
+    fresh = loaders(odd_demo, 0, 1, 16)
+    got, want = list(resumed.train_epoch(0)), list(fresh.train_epoch(0))
+    assert len(got) == resumed.batches_per_epoch == 239 // 16  # the whole epoch, from its start
+    assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(got, want))
+
+
+def test_resume_over_another_dataset_is_refused_even_when_restarts_are_allowed(odd_demo: Path, small_demo: Path) -> None:
+    state = loaders(small_demo, 0, 1, 16).state_dict()  # 240 training images, odd_demo has 239
+    with pytest.raises(DataError, match=r"over 240 training images, and this is rank 0 of 1 over 239; .* dataset$"):
+        loaders(odd_demo, 0, 1, 16, restart_epoch_on_layout_change=True).load_state_dict(state)
+
+
+def test_channels_last_output_is_the_same_images(odd_demo: Path) -> None:
+    chw_images, chw_targets = next(loaders(odd_demo, 0, 1, 8).val_batches())
+    images, targets = next(loaders(odd_demo, 0, 1, 8, channels_last=True).val_batches())
+    assert images.shape == (8, 3, 64, 64) and images.is_contiguous(memory_format=torch.channels_last)
+    assert not images.is_contiguous()
+    assert torch.equal(targets, chw_targets) and torch.equal(images, chw_images)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_output(odd_demo: Path, dtype: str) -> None:
+    full, _ = next(loaders(odd_demo, 0, 1, 8).val_batches())
+    half, _ = next(loaders(odd_demo, 0, 1, 8, output_dtype=dtype).val_batches())
+    assert half.dtype == getattr(torch, dtype) and half.shape == full.shape
+    tolerance = {"float16": 2e-3, "bfloat16": 1.6e-2}[dtype]  # relative rounding of the format
+    assert torch.allclose(half.float(), full, rtol=tolerance, atol=tolerance)
+
+
+def test_crop_ranges_reach_the_pipeline(odd_demo: Path) -> None:
+    """Area 100% and aspect 1:1 on square images: every training crop is a whole image of its
+    class, or its mirror image (with the default ranges, crops are rescaled parts of one)."""
+    files, labels = file_list(odd_demo / "train", check_image_folder(odd_demo).classes)
+    originals = torch.stack([normalised(path) for path in files])
+    labels = torch.tensor(labels)
+    data = loaders(odd_demo, 0, 1, 8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    images, targets = next(data.train_epoch(0))
+    for image, target in zip(images, targets):
+        candidates = originals[labels == target]
+        error = torch.minimum((candidates - image).abs().amax(dim=(1, 2, 3)),
+                              (candidates.flip(-1) - image).abs().amax(dim=(1, 2, 3)))
+        assert float(error.min()) <= 2 / 255 / min(STD) + 1e-6
+
+
+def test_gpu_pipeline_without_cuda_is_refused(odd_demo: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.dali_device=gpu needs training on CUDA \(the device is cpu\); use data.dali_device=auto or cpu"):
+        loaders(odd_demo, 0, 1, 8, dali_device="gpu")
 
 
 def test_file_lists_from_the_checker_skip_bad_files(tmp_path: Path, small_demo: Path) -> None:

@@ -120,3 +120,20 @@ def test_a_small_handmade_source_converts_and_a_bad_one_is_refused(tmp_path: Pat
     with pytest.raises(DataError, match="10 images but"):
         convert_fashion_mnist(tmp_path / "out4", source=source)
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+@needs_debian_files
+def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, tmp_path: Path) -> None:
+    from tests.conftest import compose_train
+    from clr_dist.trainer import Trainer
+
+    cfg = compose_train(["data=fashion_mnist", f"data.root={converted}", "data.batch_size=10", "data.workers=1",
+                         "schedule=fixed", "schedule.base_lr=0.01", "trainer.max_steps=2",
+                         "logger.mode=disabled", "logger.progress_bar=false"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert (trainer.resolved["train_images"], trainer.resolved["classes"]) == (10 * LIMIT, 10)
+    images, _ = next(trainer._batches())
+    assert images.shape == (10, 3, 64, 64)  # 28x28 upscaled to the preset's crop
+    trainer.fit()
+    trainer.close()
+    assert trainer.step == 2
