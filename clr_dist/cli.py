@@ -2,6 +2,7 @@
 
     clr-dist train [overrides]                            train (what torchrun and sbatch run)
     clr-dist schedule [--csv F] [--png F] [overrides]     tabulate and plot the configured schedule
+    clr-dist range-test [overrides]                       sweep the LR, suggest base_lr and max_lr
     clr-dist data make-demo OUT                           write the embedded demo dataset
     clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
@@ -22,6 +23,13 @@ def _train(overrides: list[str]) -> None:
     # @hydra.main reads sys.argv: hand it the overrides as if train.py had been run directly.
     sys.argv = ["clr-dist train", *overrides]
     train.main()
+
+
+def _range_test(overrides: list[str]) -> None:
+    from clr_dist import range_test
+
+    sys.argv = ["clr-dist range-test", *overrides]
+    range_test.main()
 
 
 def compose(overrides: list[str]):
@@ -100,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a model; Hydra overrides follow (e.g. model=googlenet schedule.max_lr=0.026)",
         add_help=False,
     )
+    commands.add_parser(
+        "range-test", help="LR range test: sweep the LR upwards, suggest base_lr and max_lr; Hydra overrides follow",
+        add_help=False,
+    )
     schedule = commands.add_parser(
         "schedule", help="write the configured LR schedule, one row per step, and plot it",
         description="Tabulate (step,lr,momentum,cycle) and plot the schedule that `clr-dist train` "
@@ -137,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        # Everything after `train` belongs to Hydra (including --help, --cfg job, -m).
-        _train(argv[1:])
+    hydra_commands = {"train": _train, "range-test": _range_test}
+    if argv[:1] and argv[0] in hydra_commands:
+        # Everything after the command belongs to Hydra (including --help, --cfg job, -m).
+        hydra_commands[argv[0]](argv[1:])
         return
     args = build_parser().parse_args(argv)
     try:

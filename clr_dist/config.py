@@ -119,6 +119,37 @@ class TrainerConfig:
 
 
 @dataclass
+class RangeTestConfig:
+    """``clr-dist range-test`` (Smith 2015, §3.3): train while the LR rises, read the bounds off."""
+
+    start_lr: float = 1e-4
+    end_lr: float = 0.1
+    # Length of the sweep: optimizer steps, or epochs (the paper: "several epochs"); one of them.
+    steps: Optional[int] = None
+    epochs: Optional[float] = 4.0
+    # linear (Smith) or exp (the LR grows by a constant factor each step, the fast.ai variant).
+    mode: str = "linear"
+    # Accuracy on a fixed subset of the validation set every this many steps (null: 25 points).
+    eval_every: Optional[int] = None
+    eval_images: int = 1000
+    # Stop when the loss (averaged over ranks) exceeds this multiple of the lowest so far
+    # (null: sweep to the end whatever happens).
+    diverge_factor: Optional[float] = 4.0
+    # Read the bounds off the accuracy curve (the paper's way), the loss curve, or auto: accuracy
+    # when the sweep evaluated at least 5 times, else loss.
+    method: str = "auto"
+    # base_lr from the curve (range), or max_lr / 3 or / 4 (the paper's rule of thumb).
+    rule: str = "range"
+    # "Starts to rise" and "stops rising": the first points past this share of the curve's whole
+    # rise from its low, and within it of its peak. Relative, so the loss scale does not matter.
+    rise_fraction: float = 0.1
+    # Centred moving average over this share of the points (at least 3): no shift of the curve.
+    smooth_fraction: float = 0.05
+    # Every rank also writes range_test_rank<R>.json (to check that the ranks agree).
+    per_rank_output: bool = False
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -126,6 +157,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    range_test: RangeTestConfig = field(default_factory=RangeTestConfig)
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -235,7 +267,12 @@ def _reject_unknown_keys(node: Any, path: str) -> None:
 
 
 def to_object(cfg: Any) -> TrainConfig:
-    """The composed DictConfig as the typed dataclass tree (interpolations resolved)."""
+    """The composed DictConfig as the typed dataclass tree (interpolations resolved), with
+    ``schedule.bounds_from`` applied."""
     obj = OmegaConf.to_object(cfg)
     _reject_unknown_keys(obj, "")
+    if obj.schedule.bounds_from:
+        from clr_dist.range_test import read_bounds
+
+        obj.schedule.base_lr, obj.schedule.max_lr = read_bounds(obj.schedule.bounds_from)
     return obj  # type: ignore[return-value]

@@ -90,6 +90,7 @@ class Writer:
     def train(self, step: int, metrics: dict[str, float]) -> None: ...
     def peak(self, peak: CyclePeak, peaks: list[CyclePeak]) -> None: ...
     def evaluation(self, step: int, metrics: dict[str, float]) -> None: ...
+    def range_test(self, result: dict[str, Any], png: Path) -> None: ...
     def close(self, peaks: list[CyclePeak]) -> None: ...
 
 
@@ -117,6 +118,11 @@ class Reporter:
         for w in self.writers:
             w.evaluation(step, metrics)
 
+    def range_test(self, result: dict[str, Any], png: Path) -> None:
+        """The LR range test's curve, suggestion and plot (``clr-dist range-test``)."""
+        for w in self.writers:
+            w.range_test(result, png)
+
     def close(self) -> None:
         for w in self.writers:
             w.close(self.peaks)
@@ -130,12 +136,13 @@ class JsonlWriter(Writer):
     """``metrics.jsonl``: one JSON object per event, appended and flushed as it happens."""
 
     def __init__(self, path: Path) -> None:
-        self.file = path.open("a", buffering=1)
+        self.path, self.file = path, None
 
     def _write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
 
     def start(self, config, env, resolved) -> None:
+        self.file = self.path.open("a", buffering=1)
         self._write({"event": "start", "resolved": resolved, "environment": env})
 
     def train(self, step, metrics) -> None:
@@ -147,8 +154,13 @@ class JsonlWriter(Writer):
     def evaluation(self, step, metrics) -> None:
         self._write({"event": "eval", "step": step, **metrics})
 
+    def range_test(self, result, png) -> None:
+        self._write({"event": "range_test", "suggestion": result["suggestion"], "readings": result["readings"],
+                     "stopped": result["stopped"]})
+
     def close(self, peaks) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class PeaksCsvWriter(Writer):
@@ -210,6 +222,18 @@ class WandbWriter(Writer):
     def evaluation(self, step, metrics) -> None:
         self.run.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
 
+    def range_test(self, result, png) -> None:
+        import wandb
+
+        curve = result["curve"]
+        accuracy = {e["step"]: e["top1"] for e in result["evaluations"]}
+        rows = [[s, lr, loss, accuracy.get(s)] for s, lr, loss in zip(curve["step"], curve["lr"], curve["loss"])]
+        self.run.log({"range_test/curve": wandb.Table(columns=["step", "lr", "loss", "top1"], data=rows),
+                      "range_test/plot": wandb.Image(str(png))})
+        if result["suggestion"]:
+            self.run.summary.update({f"range_test/{k}": v for k, v in result["suggestion"].items()})
+        self.run.summary["range_test/stopped"] = result["stopped"] or ""
+
     def close(self, peaks) -> None:
         if self.run is not None:
             self.run.finish()
@@ -218,14 +242,16 @@ class WandbWriter(Writer):
 class ConsoleWriter(Writer):
     """A progress bar (step, lr, loss, images/s) and the cycle-peak table at the end."""
 
-    def __init__(self, total_steps: int, initial_step: int, progress_bar: bool) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, disable=not progress_bar, file=sys.stderr)
-        self.last_step = initial_step
+    def __init__(self, progress_bar: bool) -> None:
+        self.progress_bar, self.bar, self.job = progress_bar, None, "train"
 
     def start(self, config, env, resolved) -> None:
+        from tqdm import tqdm
+
+        self.job = resolved.get("job", "train")
+        self.last_step = resolved.get("start_step", 0)
+        self.bar = tqdm(total=resolved["planned_steps"], initial=self.last_step, unit="step", dynamic_ncols=True,
+                        mininterval=1.0, disable=not self.progress_bar, file=sys.stderr)
         self.bar.write("clr_dist: " + ", ".join(f"{k}={v}" for k, v in resolved.items()))
 
     def train(self, step, metrics) -> None:
@@ -243,9 +269,19 @@ class ConsoleWriter(Writer):
     def evaluation(self, step, metrics) -> None:
         self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
-    def close(self, peaks) -> None:
+    def range_test(self, result, png) -> None:
+        from clr_dist.range_test import format_suggestion
+
         self.bar.close()
-        print(format_peaks_table(peaks), flush=True)
+        print(f"wrote {png.with_suffix('.json')} and {png}", flush=True)
+        print(format_suggestion(result, png.with_suffix(".json")), flush=True)
+
+    def close(self, peaks) -> None:
+        if self.bar is None:  # never started
+            return
+        self.bar.close()
+        if self.job == "train":
+            print(format_peaks_table(peaks), flush=True)
 
 
 def format_peaks_table(peaks: list[CyclePeak]) -> str:
@@ -259,8 +295,8 @@ def format_peaks_table(peaks: list[CyclePeak]) -> str:
     return "\n".join(lines)
 
 
-def build_reporter(cfg: LoggerConfig, run_dir: Path, info: DistInfo, total_steps: int, initial_step: int) -> Reporter:
-    """All writers on rank 0; none elsewhere."""
+def build_reporter(cfg: LoggerConfig, run_dir: Path, info: DistInfo) -> Reporter:
+    """All writers on rank 0; none elsewhere. Nothing is opened or printed before ``start``."""
     if not info.is_main:
         return Reporter([])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -268,5 +304,5 @@ def build_reporter(cfg: LoggerConfig, run_dir: Path, info: DistInfo, total_steps
     if cfg.mode != "disabled":
         writers.append(WandbWriter(cfg, run_dir))
     # Last, so that the peak table is the final thing printed, after W&B's own closing lines.
-    writers.append(ConsoleWriter(total_steps, initial_step, cfg.progress_bar))
+    writers.append(ConsoleWriter(cfg.progress_bar))
     return Reporter(writers)

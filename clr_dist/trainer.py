@@ -148,7 +148,7 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.evaluated_at: int | None = None
-        self.reporter = build_reporter(cfg.logger, run_dir, info, self.planned_steps, self.step)
+        self.reporter = build_reporter(cfg.logger, run_dir, info)
 
     def _planned_steps(self) -> int:
         """``trainer.max_steps``, or earlier: the end of cycle ``trainer.stop_after_cycles``."""
@@ -172,7 +172,8 @@ class Trainer:
     def fit(self) -> list[CyclePeak]:
         """Train to the planned end; validate at every cycle end. Returns the cycle peaks."""
         log_every = self.cfg.logger.log_every
-        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info), self.resolved)
+        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info),
+                            {**self.resolved, "start_step": self.step})
         batches = self._batches()
         meter = _ThroughputMeter(self.info.device, self.cfg.data.batch_size * self.cfg.trainer.grad_accum_steps)
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
@@ -280,15 +281,16 @@ class Trainer:
         return total
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Loss, top-1 and top-5 over the whole validation set. Every rank must call.
+    def evaluate(self, limit: int | None = None) -> dict[str, float]:
+        """Loss, top-1 and top-5 over the whole validation set, or over a fixed subset of
+        ``limit`` images spread evenly over it. Every rank must call.
 
         Uses the bare model, not the DDP wrapper: ranks may hold different numbers of validation
         batches, and DDP's forward can issue collectives. Sums are reduced once at the end.
         """
         self.model.eval()
         totals = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, top1, top5, n
-        for images, targets in self.data.val_batches():
+        for images, targets in self.data.val_batches(limit):
             images, targets = self._to_device(images, targets)
             with self._autocast():
                 logits = self.model(images)
@@ -304,8 +306,9 @@ class Trainer:
         dist.all_reduce_sum(totals)
         self.model.train()
         loss, top1, top5, count = totals.tolist()
-        if int(count) != self.data.val_size:  # every validation image exactly once, or a bug
-            raise RuntimeError(f"validation saw {int(count)} images, expected {self.data.val_size}")
+        expected = self.data.val_size if limit is None else min(limit, self.data.val_size)
+        if int(count) != expected:  # every validation image exactly once, or a bug
+            raise RuntimeError(f"validation saw {int(count)} images, expected {expected}")
         return {"val_loss": loss / count, "top1": top1 / count, "top5": top5 / count}
 
     # --- run state ---------------------------------------------------------------------------

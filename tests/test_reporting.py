@@ -21,8 +21,8 @@ def info(rank: int) -> DistInfo:
 def test_only_rank_0_writes(tmp_path: Path) -> None:
     cfg = LoggerConfig(mode="disabled", progress_bar=False)
     for rank in (1, 0):
-        reporter = build_reporter(cfg, tmp_path / f"rank{rank}", info(rank), total_steps=120, initial_step=0)
-        reporter.start({}, {}, {"world_size": 2})
+        reporter = build_reporter(cfg, tmp_path / f"rank{rank}", info(rank))
+        reporter.start({}, {}, {"world_size": 2, "planned_steps": 120})
         reporter.train(10, {"lr": 0.01, "loss": 2.0, "images_per_sec": 100.0})
         for peak in PEAKS:
             reporter.peak(peak)

@@ -22,7 +22,7 @@ import torch
 
 from clr_dist.config import DataConfig
 from clr_dist.dist import DistInfo
-from clr_dist.data.layout import saved_position_applies
+from clr_dist.data.layout import evenly_spaced, saved_position_applies, select
 from clr_dist.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -166,9 +166,12 @@ class DaliLoaders:
             return DALIGenericIterator(pipe, ["images", "targets"], reader_name="Reader",
                                        last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
 
+        self._iterator = iterator
         self._train_iterator = lambda checkpoint=None: iterator(train_files, train_labels, True, checkpoint)
         self.train = self._train_iterator()
         self.val = iterator(val_files, val_labels, False)
+        self._val_list = (val_files, val_labels)
+        self._held_out: dict[int, tuple] = {}  # size -> (iterator, this rank's files)
         self.layout = (info.rank, info.world_size)
         self.yielded = 0  # full training batches served in the current epoch
         self.root = cfg.root
@@ -177,14 +180,14 @@ class DaliLoaders:
             "val": val_files[slice(*shard_bounds(self.val_size, info.rank, info.world_size))],
         }
 
-    def _read(self, split: str) -> Iterator[Batch]:
-        """The split's batches; a decoding failure becomes a DataError that names the file.
+    def _read(self, reader, shard_files: list[str]) -> Iterator[Batch]:
+        """The reader's batches; a decoding failure becomes a DataError that names the file.
 
         DALI does not skip a corrupt image: the pipeline dies, and its error does not say which
         file it was. Look for it in this rank's shard, then point at the dataset checker.
         """
         try:
-            for batch in self.train if split == "train" else self.val:
+            for batch in reader:
                 images, targets = self._unpack(batch)
                 # A shard that is an exact multiple of the batch, beside a larger shard, ends its
                 # epoch with an empty batch under PARTIAL (DROP would give one made only of
@@ -194,7 +197,7 @@ class DaliLoaders:
         except RuntimeError as exc:
             if "Critical error in pipeline" not in str(exc):
                 raise
-            bad = find_undecodable(self.shard_files[split])
+            bad = find_undecodable(shard_files)
             what = f"cannot decode {bad!r}" if bad else "failed to decode an image of this rank's shard"
             raise DataError(
                 f"DALI {what}; run `clr-dist data check {self.root} --out DIR` to find every bad "
@@ -218,7 +221,8 @@ class DaliLoaders:
         epoch, before the iterator has said so, restores as the start of the next epoch: had the
         rest still been unread, the resumed run would drop that epoch as this one's leftovers.
         """
-        batches = self._read("train")  # a shard holds at least batches_per_epoch full batches first
+        # A shard holds at least batches_per_epoch full batches, and they come first.
+        batches = self._read(self.train, self.shard_files["train"])
         while self.yielded < self.batches_per_epoch:
             batch = next(batches)
             self.yielded += 1
@@ -247,5 +251,14 @@ class DaliLoaders:
         self.train = self._train_iterator(state["reader"])
         self.yielded = state["yielded"]
 
-    def val_batches(self) -> Iterator[Batch]:
-        return self._read("val")
+    def val_batches(self, limit: int | None = None) -> Iterator[Batch]:
+        """This rank's share of the validation set, or of a fixed subset of ``limit`` images
+        spread evenly over it (every class represented), each image on exactly one rank."""
+        if limit is None or limit >= self.val_size:
+            return self._read(self.val, self.shard_files["val"])
+        if limit not in self._held_out:
+            files, labels = (select(values, evenly_spaced(self.val_size, limit)) for values in self._val_list)
+            rank, world_size = self.layout
+            self._held_out[limit] = (self._iterator(files, labels, False),
+                                     files[slice(*shard_bounds(limit, rank, world_size))])
+        return self._read(*self._held_out[limit])

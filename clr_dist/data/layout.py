@@ -1,10 +1,26 @@
-"""Whether a loader's saved position still applies after a restart."""
+"""Loader helpers every loader shares: fixed validation subsets, and whether a saved position
+still applies after a restart."""
 
 from __future__ import annotations
 
 import sys
 
+from typing import Sequence, TypeVar
+
 from clr_dist.errors import DataError
+
+T = TypeVar("T")
+
+
+def evenly_spaced(size: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(size)``, first one 0. Over a list sorted by
+    class, this fixed subset holds every class in proportion (a prefix would hold the first few)."""
+    count = min(count, size)
+    return [i * size // count for i in range(count)]
+
+
+def select(values: Sequence[T], indices: list[int]) -> list[T]:
+    return [values[i] for i in indices]
 
 
 def saved_position_applies(state: dict, rank: int, world_size: int, train_size: int, *,

@@ -27,6 +27,7 @@ class SyntheticLoaders:
         self.train_size = cfg.synthetic_images
         # Each rank validates on its own batch, so the total is world_size batches.
         self.val_size = per_rank * info.world_size
+        self.rank, self.world_size = info.rank, info.world_size
         self.batches_per_epoch = cfg.synthetic_images // cfg.batch_size
         images = torch.randn(per_rank, 3, cfg.image_size, cfg.image_size, generator=generator)
         targets = torch.randint(0, cfg.synthetic_classes, (per_rank,), generator=generator)
@@ -46,5 +47,10 @@ class SyntheticLoaders:
     def load_state_dict(self, state: dict) -> None:
         self.yielded = state["yielded"]
 
-    def val_batches(self) -> Iterator[Batch]:
-        return iter([self.batch])
+    def val_batches(self, limit: int | None = None) -> Iterator[Batch]:
+        """This rank's batch, or its share of a ``limit``-image subset (ranks before the
+        remainder take one more)."""
+        if limit is None or limit >= self.val_size:
+            return iter([self.batch])
+        share = limit // self.world_size + (self.rank < limit % self.world_size)
+        return iter([(self.batch[0][:share], self.batch[1][:share])])

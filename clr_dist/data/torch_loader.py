@@ -11,7 +11,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from clr_dist.config import DataConfig
-from clr_dist.data.layout import saved_position_applies
+from clr_dist.data.layout import evenly_spaced, saved_position_applies
 from clr_dist.dist import DistInfo
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -72,9 +72,11 @@ class TorchvisionLoaders:
             persistent_workers=cfg.workers > 0,
         )
         self.train = DataLoader(self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common)
-        self.val = DataLoader(
-            Subset(val_set, range(info.rank, len(val_set), info.world_size)), batch_size=per_rank_batch, **common
+        self._val_loader = lambda indices: DataLoader(
+            Subset(val_set, indices[info.rank::info.world_size]), batch_size=per_rank_batch, **common
         )
+        self.val = self._val_loader(range(len(val_set)))
+        self._held_out: dict[int, DataLoader] = {}
 
     @property
     def batches_per_epoch(self) -> int:
@@ -100,5 +102,11 @@ class TorchvisionLoaders:
         self.yielded = state["yielded"] if applies else 0
         self.sampler.skip = self.yielded * self.per_rank_batch
 
-    def val_batches(self) -> Iterator[Batch]:
-        return iter(self.val)
+    def val_batches(self, limit: int | None = None) -> Iterator[Batch]:
+        """This rank's share of the validation set, or of a fixed subset of ``limit`` images
+        spread evenly over it; each image on exactly one rank."""
+        if limit is None or limit >= self.val_size:
+            return iter(self.val)
+        if limit not in self._held_out:
+            self._held_out[limit] = self._val_loader(evenly_spaced(self.val_size, limit))
+        return iter(self._held_out[limit])

@@ -52,6 +52,8 @@ class ScheduleConfig:
     base_lr: float = 0.01
     # Upper LR bound of cyclical, decay, one_cycle and cosine_restarts policies.
     max_lr: float = 0.06
+    # A range_test.json (`clr-dist range-test`): take base_lr and max_lr from its suggestion.
+    bounds_from: Optional[str] = None
     # Half a cycle, in optimizer steps (the decay length for decay, the drop interval for step);
     # or give stepsize_epochs instead (the paper: "2 - 10 times the number of iterations in an
     # epoch", §3.2), converted with the trainer's optimizer steps per epoch.

@@ -137,3 +137,22 @@ def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, t
     trainer.fit()
     trainer.close()
     assert trainer.step == 2
+
+
+@needs_debian_files
+def test_range_test_on_real_data_gives_ordered_bounds(tmp_path: Path) -> None:
+    """Fashion-MNIST, 100 images a class: a 3-epoch sweep reads ordered bounds inside its range."""
+    from tests.conftest import compose_train
+    from clr_dist.range_test import range_test
+
+    root = tmp_path / "fmnist"
+    convert_fashion_mnist(root, limit_per_class=100)
+    cfg = compose_train(["data=fashion_mnist", f"data.root={root}", "data.batch_size=50", "data.workers=1",
+                         "data.image_size=32", "data.val_resize=32", "model.name=resnet18",
+                         "range_test.start_lr=0.001", "range_test.end_lr=0.5", "range_test.epochs=3",
+                         "range_test.eval_images=300", "logger.mode=disabled", "logger.progress_bar=false"])
+    result = range_test(cfg, tmp_path / "run")
+    suggestion = result["suggestion"]
+    assert len(result["curve"]["loss"]) == 60 or result["stopped"]
+    assert suggestion is not None and 0.001 <= suggestion["base_lr"] < suggestion["max_lr"] <= 0.5
+    assert max(e["top1"] for e in result["evaluations"]) > 0.5  # it learned during the sweep (chance 0.1)

@@ -1,0 +1,208 @@
+"""The LR range test: the sweep, reading the bounds off a curve, the outputs, bad settings."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from clr_dist.config import RangeTestConfig
+from clr_dist.errors import ConfigError
+from clr_dist.range_test import (
+    centred_mean,
+    check_config,
+    range_test,
+    read_bounds,
+    read_bounds_off,
+    run_range_test,
+    suggest,
+    sweep_lr,
+)
+from clr_dist.trainer import Trainer
+from tests.conftest import compose_train, quick_overrides
+
+LRS = [0.001 * (i + 1) for i in range(100)]  # 0.001 .. 0.1
+GRID = 0.001
+
+
+def ramp(lr: float, low: float, high: float) -> float:
+    """0 below ``low``, 1 above ``high``, linear between."""
+    return min(1.0, max(0.0, (lr - low) / (high - low)))
+
+
+def accuracy_curve(noise: float = 0.01) -> list[float]:
+    """Flat at chance (10%) up to LR 0.02, rising to 80% at 0.06, ragged then falling past 0.07."""
+    rng = random.Random(0)
+    return [0.1 + 0.7 * ramp(lr, 0.02, 0.06) - 0.5 * ramp(lr, 0.07, 0.1) + rng.uniform(-noise, noise) for lr in LRS]
+
+
+def loss_curve(noise: float = 0.02) -> list[float]:
+    """Flat at 2.3 up to LR 0.02, falling to 0.5 at 0.06, then blowing up past 0.075."""
+    rng = random.Random(1)
+    return [2.3 - 1.8 * ramp(lr, 0.02, 0.06) + (math.exp(60 * (lr - 0.075)) - 1) * (lr > 0.075)
+            + rng.uniform(-noise, noise) for lr in LRS]
+
+
+def test_sweep_runs_from_start_to_end() -> None:
+    linear = [sweep_lr(s, 5, 0.01, 0.05, "linear") for s in range(5)]
+    assert linear == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05])
+    exp = [sweep_lr(s, 3, 0.001, 0.1, "exp") for s in range(3)]
+    assert exp == pytest.approx([0.001, 0.01, 0.1])  # a constant factor per step
+
+
+def test_centred_smoothing_does_not_move_a_peak() -> None:
+    bump = [max(0.0, 5 - abs(i - 20)) for i in range(41)]
+    smoothed = centred_mean(bump, 7)
+    assert max(range(41), key=smoothed.__getitem__) == 20
+    assert smoothed[0] == bump[0] and smoothed[-1] == bump[-1]  # narrower, still centred, at the ends
+    trailing = [sum(bump[max(0, i - 6):i + 1]) / len(bump[max(0, i - 6):i + 1]) for i in range(41)]
+    assert max(range(41), key=trailing.__getitem__) > 20  # what a trailing average would do
+
+
+def test_accuracy_curve_bounds_land_on_its_features() -> None:
+    reading = read_bounds_off(LRS, accuracy_curve(), higher_is_better=True, rise_fraction=0.1, smooth_fraction=0.05)
+    # base_lr: 10% into the rise that starts at 0.02 (0.024); max_lr: 90% of the way up (0.056).
+    assert reading["base_lr"] == pytest.approx(0.024, abs=3 * GRID)
+    assert reading["max_lr"] == pytest.approx(0.056, abs=3 * GRID)
+    assert 0.055 <= reading["best_lr"] <= 0.072  # the noisy plateau's top, before the fall
+
+
+def test_loss_curve_bounds_land_on_its_features_at_any_scale() -> None:
+    losses = loss_curve()
+    reading = read_bounds_off(LRS, losses, higher_is_better=False, rise_fraction=0.1, smooth_fraction=0.05)
+    assert reading["base_lr"] == pytest.approx(0.024, abs=3 * GRID)
+    assert reading["max_lr"] == pytest.approx(0.056, abs=3 * GRID)
+    for scale in (1e-3, 7.0, 1e4):
+        scaled = read_bounds_off(LRS, [scale * v for v in losses], higher_is_better=False,
+                                 rise_fraction=0.1, smooth_fraction=0.05)
+        assert scaled == reading
+
+
+def test_a_curve_that_never_improves_gives_no_bounds() -> None:
+    falling = [0.9 - 0.005 * i for i in range(100)]
+    assert read_bounds_off(LRS, falling, higher_is_better=True, rise_fraction=0.1, smooth_fraction=0.05) is None
+    result = suggest({"lr": LRS, "loss": [1.0 + 0.01 * i for i in range(100)]}, [], RangeTestConfig())
+    assert result["suggestion"] is None
+    assert result["problem"].startswith("the loss never improved over the sweep: widen the range")
+
+
+def evaluations_from(curve: list[float], every: int) -> list[dict]:
+    return [{"step": i, "lr": LRS[i], "top1": curve[i]} for i in range(every - 1, 100, every)]
+
+
+def test_suggest_reads_accuracy_when_there_are_enough_points_and_applies_the_rule() -> None:
+    curve = {"lr": LRS, "loss": loss_curve()}
+    evaluations = evaluations_from(accuracy_curve(noise=0.0), 4)  # 25 points
+    result = suggest(curve, evaluations, RangeTestConfig())
+    assert result["suggestion"]["method"] == "accuracy" and result["suggestion"]["rule"] == "range"
+    assert result["suggestion"]["base_lr"] < result["suggestion"]["max_lr"]
+    third = suggest(curve, evaluations, RangeTestConfig(rule="third"))["suggestion"]
+    assert third["base_lr"] == pytest.approx(third["max_lr"] / 3)
+    few = suggest(curve, evaluations[:4], RangeTestConfig())["suggestion"]
+    assert few["method"] == "loss"  # 4 evaluations are too few to read
+    assert suggest(curve, evaluations[:4], RangeTestConfig(method="accuracy"))["suggestion"]["method"] == "accuracy"
+
+
+def test_a_one_step_rise_falls_back_to_the_quarter_rule() -> None:
+    """A jump in one step, read with thresholds 45% and 55% of the rise: both land on the same
+    point, which cannot be both bounds."""
+    jump = [0.1] * 50 + [0.9] * 50
+    result = suggest({"lr": LRS, "loss": [1.0] * 100}, evaluations_from(jump, 1),
+                     RangeTestConfig(smooth_fraction=0.0, rise_fraction=0.45))
+    assert result["readings"]["accuracy"]["base_lr"] == result["readings"]["accuracy"]["max_lr"]
+    assert result["suggestion"]["rule"] == "quarter"
+    assert result["suggestion"]["base_lr"] == pytest.approx(result["suggestion"]["max_lr"] / 4)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"start_lr": 0.1, "end_lr": 0.01}, "range_test.start_lr=0.1 and end_lr=0.01: need 0 < start_lr < end_lr"),
+        ({"start_lr": 0.0}, "need 0 < start_lr < end_lr"),
+        ({"mode": "cosine"}, "range_test.mode='cosine' is not one of: linear, exp"),
+        ({"method": "vibes"}, "range_test.method='vibes' is not one of: auto, accuracy, loss"),
+        ({"rule": "half"}, "range_test.rule='half' is not one of: range, third, quarter"),
+        ({"steps": 100}, "give the sweep's length as range_test.steps or range_test.epochs, and set the other to null"),
+        ({"steps": 1, "epochs": None}, "range_test.steps=1: the sweep needs at least 2 steps"),
+        ({"epochs": 0.0}, "range_test.epochs=0.0 must be positive"),
+        ({"diverge_factor": 1.0}, "range_test.diverge_factor=1.0 must be above 1 (or null: never stop)"),
+        ({"rise_fraction": 0.5}, "range_test.rise_fraction=0.5 must be in (0, 0.5)"),
+        ({"eval_images": 0}, "range_test.eval_images=0 must be a positive integer"),
+    ],
+)
+def test_bad_settings(fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_config(RangeTestConfig(**fields))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bounds_from_a_range_test_file(tmp_path: Path) -> None:
+    path = tmp_path / "range_test.json"
+    path.write_text(json.dumps({"suggestion": {"base_lr": 0.003, "max_lr": 0.012, "method": "accuracy", "rule": "range"}}))
+    cfg = compose_train([f"schedule.bounds_from={path}", "schedule.base_lr=0.5"])
+    assert (cfg.schedule.base_lr, cfg.schedule.max_lr) == (0.003, 0.012)  # the file wins
+    with pytest.raises(ConfigError, match=r"schedule.bounds_from='/nowhere.json' cannot be read \(No such file or directory\); "
+                                          r"give the range_test.json that `clr-dist range-test` wrote"):
+        read_bounds("/nowhere.json")
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"is not JSON"):
+        read_bounds(str(path))
+    path.write_text(json.dumps({"suggestion": None, "problem": "the loss never improved over the sweep"}))
+    with pytest.raises(ConfigError, match=r"holds no suggested bounds: the loss never improved over the sweep$"):
+        read_bounds(str(path))
+
+
+def test_sweep_leaves_the_trainer_as_it_found_it(tmp_path: Path, small_demo: Path) -> None:
+    """A fit() after a range test on the same Trainer ends exactly as a fit() alone: the sweep's
+    weights, optimizer state, data position and RNG are all put back."""
+    common = quick_overrides(small_demo, "schedule=fixed", "schedule.base_lr=0.01", "trainer.max_steps=6",
+                             "range_test.steps=8", "range_test.epochs=null", "range_test.eval_every=4",
+                             "range_test.eval_images=30", "logger.log_every=3")
+    alone = Trainer(compose_train(common), tmp_path / "alone")
+    alone.fit()
+    alone.close()
+    swept = Trainer(compose_train(common), tmp_path / "swept")
+    result = run_range_test(swept, swept.cfg.range_test)
+    assert result["curve"]["step"] == list(range(8)) and len(result["curve"]["loss"]) == 8
+    assert [e["step"] for e in result["evaluations"]] == [3, 7]
+    assert swept.step == 0
+    swept.fit()
+    swept.close()
+    for name, tensor in alone.model.state_dict().items():
+        assert torch.equal(swept.model.state_dict()[name], tensor), name
+
+
+def test_range_test_writes_json_png_and_stops_on_divergence(tmp_path: Path, small_demo: Path) -> None:
+    cfg = compose_train(quick_overrides(small_demo, "range_test.start_lr=0.01", "range_test.end_lr=1e5",
+                                        "range_test.mode=exp", "range_test.steps=40", "range_test.epochs=null",
+                                        "logger.log_every=4"))
+    result = range_test(cfg, tmp_path / "run")
+    assert result["stopped"] and "above 4.0 x the lowest" in result["stopped"]
+    kept = len(result["curve"]["loss"])
+    assert 2 <= kept < 40
+    last = result["curve"]["loss"][-1]
+    assert not math.isfinite(last) or last > 4 * min(result["curve"]["loss"])
+    assert all(math.isfinite(v) and v <= 4 * min(result["curve"]["loss"][:i + 1])
+               for i, v in enumerate(result["curve"]["loss"][:-1]))  # it stopped at the first one
+    saved = json.loads((tmp_path / "run" / "range_test.json").read_text())
+    assert saved["curve"]["loss"][:-1] == result["curve"]["loss"][:-1] and saved["stopped"] == result["stopped"]
+    assert (tmp_path / "run" / "range_test.png").stat().st_size > 10_000
+
+
+def test_command_line_bad_input_is_one_line_before_any_work(tmp_path: Path, small_demo: Path) -> None:
+    from tests.conftest import run_cli
+
+    result = run_cli(["clr-dist", "range-test", f"data.root={small_demo}", "range_test.start_lr=0.1",
+                      "range_test.end_lr=0.01", "logger.mode=disabled"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "clr-dist range-test: error: range_test.start_lr=0.1 and end_lr=0.01: need 0 < start_lr < end_lr (the LR rises)")
+    assert not list((tmp_path / "runs").rglob("range_test.json"))
+    bad_bounds = run_cli(["clr-dist", "train", f"data.root={small_demo}", "schedule.bounds_from=missing.json",
+                          "logger.mode=disabled"], cwd=tmp_path)
+    assert bad_bounds.returncode == 2
+    assert "clr-dist train: error: schedule.bounds_from='missing.json' cannot be read" in bad_bounds.stderr
