@@ -45,7 +45,7 @@ def train_images_per_sec(overrides: list[str], args: argparse.Namespace, run_dir
         cfg = config.to_object(compose("train", overrides=overrides))
     trainer = Trainer(cfg, run_dir)
     try:
-        batches = trainer._batches()
+        batches = trainer.train_batches()
         for _ in range(args.warmup_steps):
             trainer.train_step(batches)
         if trainer.info.device.type == "cuda":

@@ -89,7 +89,7 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
     from clr_dist import dist
     from clr_dist.optim import set_lr
     from clr_dist.reporting import Reporter
-    from clr_dist.trainer import _ThroughputMeter
+    from clr_dist.trainer import ThroughputMeter
 
     reporter = reporter or Reporter([])
 
@@ -98,8 +98,8 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
     eval_images = min(cfg.eval_images, trainer.data.val_size)
     block = trainer.cfg.logger.log_every
     snapshot = copy.deepcopy(trainer.state_dict())
-    batches = trainer._batches()
-    meter = _ThroughputMeter(trainer.info.device, trainer.cfg.data.batch_size * trainer.cfg.trainer.grad_accum_steps)
+    batches = trainer.train_batches()
+    meter = ThroughputMeter(trainer.info.device, trainer.cfg.data.batch_size * trainer.cfg.trainer.grad_accum_steps)
     curve: dict[str, list] = {"step": [], "lr": [], "loss": []}
     evaluations: list[dict] = []
     pending: list[torch.Tensor] = []

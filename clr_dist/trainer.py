@@ -46,7 +46,7 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-class _ThroughputMeter:
+class ThroughputMeter:
     """Sums the step losses on the device (no sync) and times the steps between two logs."""
 
     def __init__(self, device: torch.device, images_per_step: int) -> None:
@@ -174,8 +174,8 @@ class Trainer:
         log_every = self.cfg.logger.log_every
         self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info),
                             {**self.resolved, "start_step": self.step})
-        batches = self._batches()
-        meter = _ThroughputMeter(self.info.device, self.cfg.data.batch_size * self.cfg.trainer.grad_accum_steps)
+        batches = self.train_batches()
+        meter = ThroughputMeter(self.info.device, self.cfg.data.batch_size * self.cfg.trainer.grad_accum_steps)
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         while self.step < self.planned_steps:
             lr, momentum = self._apply_schedule()
@@ -205,7 +205,7 @@ class Trainer:
             set_momentum(self.optimizer, momentum)
         return lr, momentum
 
-    def _log_train(self, meter: _ThroughputMeter, lr: float, momentum: float | None) -> None:
+    def _log_train(self, meter: ThroughputMeter, lr: float, momentum: float | None) -> None:
         """Reduce the mean loss since the last log over all ranks and report it. Every rank calls."""
         # The one host-device sync of the loop, every logger.log_every steps.
         mean_loss = dist.all_reduce_mean(meter.loss / meter.steps).item()
@@ -241,7 +241,7 @@ class Trainer:
         lr_log.write("step,lr,momentum\n")
         return lr_log
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches on the device, epoch after epoch."""
         while True:
             for images, targets in self.data.train_epoch(self.epoch):

@@ -109,7 +109,7 @@ def test_bf16_autocast_on_cpu(tmp_path: Path, small_demo: Path) -> None:
     trainer = make_trainer(tmp_path, small_demo, "trainer.precision=bf16", "schedule=fixed", "trainer.max_steps=2",
                            "logger.log_every=1")
     assert trainer.resolved["precision"] == "bfloat16" and not trainer.scaler.is_enabled()
-    images, targets = next(trainer._batches())
+    images, targets = next(trainer.train_batches())
     with trainer._autocast():
         assert trainer.model(images).dtype == torch.bfloat16
     trainer.fit()
@@ -128,7 +128,7 @@ def test_mixed_precision_channels_last_on_cuda(tmp_path: Path, small_demo: Path,
     trainer = make_trainer(tmp_path, small_demo, f"trainer.precision={precision}", "trainer.device=cuda",
                            "schedule=fixed", "trainer.max_steps=4", "logger.log_every=1")
     assert trainer.scaler.is_enabled() == (precision == "fp16")
-    images, _ = next(trainer._batches())
+    images, _ = next(trainer.train_batches())
     assert images.is_cuda and images.is_contiguous(memory_format=torch.channels_last)
     trainer.fit()
     trainer.close()
@@ -181,7 +181,7 @@ def test_half_precision_images_need_mixed_precision(tmp_path: Path, small_demo: 
 def test_bfloat16_images_train_under_bf16_autocast(tmp_path: Path, small_demo: Path) -> None:
     trainer = make_trainer(tmp_path, small_demo, "data.output_dtype=bfloat16", "trainer.precision=bf16",
                            "schedule=fixed", "trainer.max_steps=2", "logger.log_every=1")
-    images, _ = next(trainer._batches())
+    images, _ = next(trainer.train_batches())
     assert images.dtype == torch.bfloat16
     trainer.fit()
     trainer.close()

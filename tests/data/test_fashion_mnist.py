@@ -132,7 +132,7 @@ def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, t
                          "logger.mode=disabled", "logger.progress_bar=false"])
     trainer = Trainer(cfg, tmp_path / "run")
     assert (trainer.resolved["train_images"], trainer.resolved["classes"]) == (10 * LIMIT, 10)
-    images, _ = next(trainer._batches())
+    images, _ = next(trainer.train_batches())
     assert images.shape == (10, 3, 64, 64)  # 28x28 upscaled to the preset's crop
     trainer.fit()
     trainer.close()
