@@ -206,3 +206,14 @@ def test_command_line_bad_input_is_one_line_before_any_work(tmp_path: Path, smal
                           "logger.mode=disabled"], cwd=tmp_path)
     assert bad_bounds.returncode == 2
     assert "clr-dist train: error: schedule.bounds_from='missing.json' cannot be read" in bad_bounds.stderr
+
+
+def test_range_test_presets() -> None:
+    googlenet = compose_train(["experiment=range_test_googlenet"])
+    assert googlenet.model.name == "googlenet" and googlenet.data.batch_size == 128
+    rt = googlenet.range_test
+    assert (rt.start_lr, rt.end_lr, rt.epochs, rt.steps, rt.mode) == (0.001, 0.065, 4.0, None, "linear")  # §4.2
+    check_config(rt)
+    sweep = compose_train(["experiment=range_test_superconvergence"]).range_test
+    assert (sweep.end_lr, sweep.diverge_factor, sweep.mode) == (3.0, None, "linear")
+    check_config(sweep)

@@ -148,6 +148,23 @@ def test_mixed_decoding_on_cuda(odd_demo: Path) -> None:
     assert len(list(gpu.train_epoch(0))) == gpu.batches_per_epoch
 
 
+@pytest.mark.gpu
+def test_gpu_pipeline_options_on_cuda(odd_demo: Path) -> None:
+    """fp16 channels-last batches straight from the mixed decoder; dali_device=cpu keeps the
+    pipeline on the CPU on a GPU machine."""
+    classes = check_image_folder(odd_demo).classes
+    cfg = DataConfig(root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2,
+                     output_dtype="float16")
+    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cuda", 0))
+    images, _ = next(DaliLoaders(cfg, info, seed=0, classes=classes, channels_last=True).train_epoch(0))
+    assert images.is_cuda and images.dtype == torch.float16
+    assert images.shape == (8, 3, 64, 64) and images.is_contiguous(memory_format=torch.channels_last)
+    cpu_cfg = DataConfig(root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2,
+                         dali_device="cpu")
+    images, targets = next(DaliLoaders(cpu_cfg, info, seed=0, classes=classes).val_batches())
+    assert not images.is_cuda and not targets.is_cuda
+
+
 @pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2)])
 def test_mid_epoch_resume_is_bit_exact(odd_demo: Path, rank: int, world_size: int) -> None:
     original = loaders(odd_demo, rank, world_size, 8 * world_size)
