@@ -80,7 +80,8 @@ def main() -> None:
         classes = len(check_image_folder(root).classes)
         common = [f"data.batch_size={args.batch_size}", f"data.image_size={args.image_size}",
                   f"data.val_resize={args.image_size}", f"trainer.precision={args.precision}",
-                  "schedule=fixed", "schedule.base_lr=0.001", "logger.mode=disabled", "logger.progress_bar=false"]
+                  "schedule=fixed", "schedule.base_lr=0.001", "logger.mode=disabled", "logger.progress_bar=false",
+                  "trainer.save_checkpoints=false"]
         sides = {
             "dali": ["data=imagenet", f"data.root={root}", "data.loader=dali", f"data.workers={args.workers}"],
             "synthetic": ["data=synthetic", f"data.synthetic_classes={classes}"],

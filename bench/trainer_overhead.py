@@ -96,6 +96,7 @@ def compose_config(args: argparse.Namespace, data_root: str) -> TrainConfig:
         f"trainer.max_steps={args.steps}",
         "trainer.stop_after_cycles=null",
         "trainer.eval_every=null",
+        "trainer.save_checkpoints=false",  # fit() would save at its end, outside the timed loop
         # Half a cycle as long as the run: no cycle ends, so fit() validates only after its loop.
         "schedule.stepsize_epochs=null",
         f"schedule.stepsize={args.steps}",

@@ -116,6 +116,19 @@ class TrainerConfig:
     seed: int = 0
     # Write lr_rank<R>.csv: the LR (and momentum) each rank's optimizer actually held at each step.
     record_lr: bool = False
+    # Checkpoints in RUN_DIR/checkpoints/: false writes none (throwaway runs, benchmarks).
+    save_checkpoints: bool = True
+    # Save one every this many optimizer steps (null: only on a stop signal and at the end), and
+    # keep the newest keep_checkpoints of these.
+    checkpoint_every: Optional[int] = 1000
+    keep_checkpoints: int = 2
+    # Also save a snapshot at every cycle end, kept by cycle number (for later analysis).
+    snapshot_cycle_ends: bool = True
+    # auto: continue from the newest readable checkpoint in the run directory, if there is one;
+    # a checkpoint folder; or null: always start afresh.
+    resume: Optional[str] = "auto"
+    # Resume even if the schedule, the global batch or the world size changed since the checkpoint.
+    resume_allow_changes: bool = False
 
 
 @dataclass
@@ -212,6 +225,8 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         ("data.batch_size", cfg.data.batch_size),
         ("data.image_size", cfg.data.image_size),
         ("logger.log_every", cfg.logger.log_every),
+        ("trainer.keep_checkpoints", cfg.trainer.keep_checkpoints),
+        ("trainer.checkpoint_every", cfg.trainer.checkpoint_every or 1),
     ):
         if value <= 0:
             raise ConfigError(f"{key}={value} must be a positive integer")

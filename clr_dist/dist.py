@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,8 +63,22 @@ def init(device_preference: str = "auto") -> DistInfo:
             backend=backend,
             timeout=timedelta(minutes=30),
             device_id=device if device.type == "cuda" else None,
+            **_restart_store(rank, world_size),
         )
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def _restart_store(rank: int, world_size: int) -> dict:
+    """After ``torchrun --max-restarts`` restarts the workers, they meet in the store of the
+    agent again, which still holds the addresses the dead workers published: gloo then tries to
+    connect to them and fails. Each attempt gets keys of its own (the restart count as prefix).
+    Empty (the environment's defaults) outside an elastic restart."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return {}
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                          is_master=False, timeout=timedelta(minutes=5))
+    return {"store": dist.PrefixStore(f"clr_dist/attempt_{attempt}", store), "rank": rank, "world_size": world_size}
 
 
 def close() -> None:
@@ -92,6 +107,55 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)  # gloo has no AVG
         tensor /= dist.get_world_size()
     return tensor
+
+
+class StopFlag:
+    """SIGUSR1 or SIGTERM on any rank stops every rank at the same step.
+
+    Each ``check()`` (every rank, every step) sums the ranks' flags and returns the sum made at
+    the previous step: on CUDA the reduction and the copy of its one number to the host are
+    queued behind the step's work, and the host waits for them only a step later, so the loop
+    never waits on the step it has just queued. Every rank reads the same sum at the same step,
+    so all stop together, one step after the signal.
+    """
+
+    SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.received: int | None = None
+        self.pending: tuple[torch.cuda.Event | None, torch.Tensor] | None = None
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+
+    def check(self) -> bool:
+        """True on every rank once any rank has received a signal. Every rank must call."""
+        if not dist.is_initialized():
+            return self.received is not None
+        agreed = False
+        if self.pending is not None:
+            done, host = self.pending
+            if done is not None:
+                done.synchronize()
+            agreed = bool(host.item())
+        flag = torch.tensor([int(self.received is not None)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM, async_op=True).wait()  # CUDA: orders streams only
+        if self.device.type == "cuda":
+            host = torch.empty(1, dtype=flag.dtype, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            self.pending = (done, host)
+        else:
+            self.pending = (None, flag)
+        return agreed
+
+    def close(self) -> None:
+        """Put the previous signal handlers back."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def all_gather_object(obj: object) -> list[object]:

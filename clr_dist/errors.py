@@ -19,3 +19,10 @@ class DataError(UsageError, ValueError):
 
 class TrainingDiverged(UsageError, RuntimeError):
     """The loss became NaN or infinite: the learning rate is too high for this model and data."""
+
+
+class Stopped(Exception):
+    """A stop signal (SIGUSR1, SIGTERM) arrived; the run saved a checkpoint and should be
+    started again (the command line exits with ``EXIT_CODE``, which the sbatch script requeues)."""
+
+    EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"

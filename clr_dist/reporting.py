@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -132,6 +133,13 @@ def best_peak(peaks: list[CyclePeak]) -> CyclePeak | None:
     return max(peaks, key=lambda p: (p.top1, -p.val_loss)) if peaks else None
 
 
+def rewrite(path: Path, text: str) -> None:
+    """Replace ``path``'s contents atomically: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class JsonlWriter(Writer):
     """``metrics.jsonl``: one JSON object per event, appended and flushed as it happens."""
 
@@ -142,6 +150,11 @@ class JsonlWriter(Writer):
         self.file.write(json.dumps(record) + "\n")
 
     def start(self, config, env, resolved) -> None:
+        if resolved.get("start_step") and self.path.exists():
+            # A resumed run: what was logged after its checkpoint is logged again from here on.
+            keep = [line for line in self.path.read_text().splitlines(keepends=True)
+                    if line.endswith("\n") and json.loads(line).get("step", 0) <= resolved["start_step"]]
+            rewrite(self.path, "".join(keep))
         self.file = self.path.open("a", buffering=1)
         self._write({"event": "start", "resolved": resolved, "environment": env})
 
@@ -169,13 +182,21 @@ class PeaksCsvWriter(Writer):
     def __init__(self, path: Path) -> None:
         self.path = path
 
+    def start(self, config, env, resolved) -> None:
+        if resolved.get("start_step") and self.path.exists():  # a resumed run: drop later peaks
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resolved["start_step"]]
+            self._write(rows)
+
     def peak(self, peak, peaks) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=PEAK_FIELDS)
-            writer.writeheader()
-            writer.writerows(dataclasses.asdict(p) for p in peaks)
-        os.replace(tmp, self.path)
+        self._write([dataclasses.asdict(p) for p in peaks])
+
+    def _write(self, rows: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=PEAK_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        rewrite(self.path, buffer.getvalue())
 
 
 class WandbWriter(Writer):
@@ -200,16 +221,22 @@ class WandbWriter(Writer):
             resume="allow",
             config={**config, "environment": env, "resolved": resolved},
         )
+        # A resumed run logs again from its checkpoint's step; W&B keeps its step axis monotonic
+        # by dropping what lies below the step it has reached, so drop that here, quietly.
+        self.floor = self.run.step
         # Validation is plotted against the cycle, the unit in which CLR runs are read.
         self.run.define_metric("cycle")
         self.run.define_metric("val/*", step_metric="cycle")
 
     def train(self, step, metrics) -> None:
-        self.run.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
+        if step >= self.floor:
+            self.run.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
 
     def peak(self, peak, peaks) -> None:
         import wandb
 
+        if peak.step < self.floor:
+            return
         table = wandb.Table(columns=PEAK_FIELDS, data=[[getattr(p, f) for f in PEAK_FIELDS] for p in peaks])
         self.run.log(
             {"cycle": peak.cycle, "val/top1": peak.top1, "val/top5": peak.top5,
@@ -220,7 +247,8 @@ class WandbWriter(Writer):
         self.run.summary.update({f"best/{f}": getattr(best, f) for f in PEAK_FIELDS})
 
     def evaluation(self, step, metrics) -> None:
-        self.run.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        if step >= self.floor:
+            self.run.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
 
     def range_test(self, result, png) -> None:
         import wandb

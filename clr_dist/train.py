@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from clr_dist import config, dist
-from clr_dist.errors import UsageError
+from clr_dist.errors import Stopped, UsageError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 config.register()
@@ -28,10 +28,14 @@ def main(cfg: DictConfig) -> None:
     trainer = None
     try:
         trainer = Trainer(config.to_object(cfg), run_dir)
+        trainer.resume()
         trainer.fit()
     except UsageError as exc:
         print(f"clr-dist train: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Stopped as exc:
+        print(f"clr-dist train: {exc}", file=sys.stderr)
+        sys.exit(Stopped.EXIT_CODE)
     finally:
         if trainer is not None:
             trainer.close()

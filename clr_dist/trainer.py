@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -18,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from clr_dist import dist
+from clr_dist import checkpoint, dist
 from clr_dist.config import TrainConfig, validate
 from clr_dist.data import build_loaders
-from clr_dist.errors import ConfigError, TrainingDiverged
+from clr_dist.errors import ConfigError, Stopped, TrainingDiverged
 from clr_dist.models import build_model, check_model_name, training_loss
 from clr_dist.optim import (
     WITHOUT_MOMENTUM,
@@ -31,7 +33,7 @@ from clr_dist.optim import (
     set_lr,
     set_momentum,
 )
-from clr_dist.reporting import CyclePeak, build_reporter, environment
+from clr_dist.reporting import CyclePeak, build_reporter, environment, rewrite
 from clr_dist.schedules import build_schedule
 
 
@@ -47,18 +49,26 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 class ThroughputMeter:
-    """Sums the step losses on the device (no sync) and times the steps between two logs."""
+    """Sums the step losses on the device (no sync) and times the steps between two logs.
+
+    ``steps`` counts the losses in the sum, ``timed_steps`` the steps timed since ``started``:
+    a resumed run restores the first (its sum spans the checkpoint), not the second.
+    """
 
     def __init__(self, device: torch.device, images_per_step: int) -> None:
         self.loss = torch.zeros((), device=device)
         self.images_per_step = images_per_step
-        self.steps = 0
+        self.steps = self.timed_steps = 0
         self.started = time.perf_counter()
         self.excluded = 0.0
 
     def add(self, loss: torch.Tensor) -> None:
         self.loss += loss
         self.steps += 1
+        self.timed_steps += 1
+
+    def restart_clock(self) -> None:
+        self.timed_steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -72,9 +82,10 @@ class ThroughputMeter:
         """Images/s since the last flush; then start again. Call after the host has synced with
         the device, or queued GPU work would be timed in the next interval instead of this one."""
         elapsed = time.perf_counter() - self.started - self.excluded
-        images_per_sec = self.steps * self.images_per_step / elapsed
+        images_per_sec = self.timed_steps * self.images_per_step / elapsed
         self.loss.zero_()
-        self.steps, self.started, self.excluded = 0, time.perf_counter(), 0.0
+        self.steps = 0
+        self.restart_clock()
         return images_per_sec
 
 
@@ -147,8 +158,12 @@ class Trainer:
 
         self.step = 0
         self.epoch = 0
+        # The training losses since the last log; part of the run state (a resume mid-interval).
+        self.meter = ThroughputMeter(info.device, cfg.data.batch_size * accum)
         self.evaluated_at: int | None = None
         self.reporter = build_reporter(cfg.logger, run_dir, info)
+        resolved_config = OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+        self.config_hash = hashlib.sha256(resolved_config.encode()).hexdigest()[:16]
 
     def _planned_steps(self) -> int:
         """``trainer.max_steps``, or earlier: the end of cycle ``trainer.stop_after_cycles``."""
@@ -170,30 +185,48 @@ class Trainer:
     # --- the loop ------------------------------------------------------------------------------
 
     def fit(self) -> list[CyclePeak]:
-        """Train to the planned end; validate at every cycle end. Returns the cycle peaks."""
+        """Train to the planned end; validate at every cycle end. Returns the cycle peaks.
+
+        Raises Stopped after saving a checkpoint when a stop signal arrives on any rank.
+        """
         log_every = self.cfg.logger.log_every
         self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info),
                             {**self.resolved, "start_step": self.step})
         batches = self.train_batches()
-        meter = ThroughputMeter(self.info.device, self.cfg.data.batch_size * self.cfg.trainer.grad_accum_steps)
+        meter = self.meter
+        meter.restart_clock()
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
-        while self.step < self.planned_steps:
-            lr, momentum = self._apply_schedule()
-            meter.add(self.train_step(batches))
+        stop = dist.StopFlag(self.info.device)
+        try:
+            while self.step < self.planned_steps:
+                lr, momentum = self._apply_schedule()
+                meter.add(self.train_step(batches))
+                if lr_log is not None:
+                    momentum_held = current_momentum(self.optimizer)
+                    lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},"
+                                 f"{'' if momentum_held is None else repr(momentum_held)}\n")
+                self.step += 1
+                if self.step % log_every == 0 or self.step == self.planned_steps:
+                    self._log_train(meter, lr, momentum)
+                with meter.paused():  # validation and checkpoints are not training throughput
+                    peak = self._validate_if_due(lr)
+                    if peak is not None and self.cfg.trainer.snapshot_cycle_ends:
+                        self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
+                    if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
+                        self.save_checkpoint(checkpoint.periodic_name(self.step))
+                if stop.check():
+                    self.save_checkpoint(checkpoint.periodic_name(self.step))
+                    raise Stopped(f"stopped by signal {stop.received or 'on another rank'} at step {self.step}; "
+                                  f"a checkpoint is in {self.run_dir / 'checkpoints'}: run the same command "
+                                  f"again (same run directory) to continue")
+        finally:
+            stop.close()
             if lr_log is not None:
-                momentum_held = current_momentum(self.optimizer)
-                lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},"
-                             f"{'' if momentum_held is None else repr(momentum_held)}\n")
-            self.step += 1
-            if self.step % log_every == 0 or self.step == self.planned_steps:
-                self._log_train(meter, lr, momentum)
-            with meter.paused():  # validation time is not training throughput
-                self._validate_if_due(lr)
+                lr_log.close()
         if self.evaluated_at != self.step:
             self.reporter.evaluation(self.step, self.evaluate())
             self.evaluated_at = self.step
-        if lr_log is not None:
-            lr_log.close()
+        self.save_checkpoint(checkpoint.periodic_name(self.step))
         return list(self.reporter.peaks)
 
     def _apply_schedule(self) -> tuple[float, float | None]:
@@ -223,23 +256,32 @@ class Trainer:
             metrics["momentum"] = momentum
         self.reporter.train(self.step, metrics)
 
-    def _validate_if_due(self, lr: float) -> None:
-        """At a cycle end: validate and report the peak. Else every trainer.eval_every steps."""
+    def _validate_if_due(self, lr: float) -> CyclePeak | None:
+        """At a cycle end: validate and report the peak (returned). Else every trainer.eval_every steps."""
+        peak = None
         if self.schedule.is_cycle_end(self.step):
             result = self.evaluate()
             cycle = self.schedule.cycle(self.step - 1)  # the cycle the last update belonged to
-            self.reporter.peak(CyclePeak(cycle=cycle, step=self.step, lr=lr, **result))
+            peak = CyclePeak(cycle=cycle, step=self.step, lr=lr, **result)
+            self.reporter.peak(peak)
         elif self.cfg.trainer.eval_every and self.step % self.cfg.trainer.eval_every == 0:
             self.reporter.evaluation(self.step, self.evaluate())
         else:
-            return
+            return None
         self.evaluated_at = self.step
+        return peak
 
     def _open_lr_log(self) -> TextIO:
+        """``lr_rank<R>.csv``; a resumed run keeps the rows before its first step and appends."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lr_log = (self.run_dir / f"lr_rank{self.info.rank}.csv").open("w")
-        lr_log.write("step,lr,momentum\n")
-        return lr_log
+        path = self.run_dir / f"lr_rank{self.info.rank}.csv"
+        rows = ["step,lr,momentum\n"]
+        if self.step and path.exists():
+            whole = [row for row in path.read_text().splitlines(keepends=True)[1:]
+                     if row.endswith("\n") and row.count(",") == 2]  # not a row torn by a kill
+            rows += [row for row in whole if int(row.split(",")[0]) < self.step]
+        rewrite(path, "".join(rows))
+        return path.open("a", buffering=1)  # a row a line, on disk as soon as written
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches on the device, epoch after epoch."""
@@ -333,19 +375,71 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "data": self.data.state_dict(),
+            "meter": {"loss": self.meter.loss.detach().cpu().clone(), "steps": self.meter.steps},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict()``; call before ``fit()``."""
+        """Continue from ``state_dict()``; call before ``fit()``. Without the rank-local parts
+        (``rng``, ``data``: a resume into another world size) the saved epoch starts again."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.data.load_state_dict(state["data"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.info.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.info.device)
+        if "data" in state:
+            self.data.load_state_dict(state["data"])
+        if "meter" in state:
+            self.meter.loss.copy_(state["meter"]["loss"])
+            self.meter.steps = state["meter"]["steps"]
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"])
+            if "cuda" in state["rng"] and self.info.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.info.device)
         self.step, self.epoch, self.evaluated_at = state["step"], state["epoch"], state["evaluated_at"]
         self.reporter.peaks[:] = [CyclePeak(**peak) for peak in state["peaks"]]
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def _settings(self) -> dict:
+        """What a resumed run must share with the checkpoint it continues."""
+        schedule = {f"schedule.{k}": v for k, v in dataclasses.asdict(self.cfg.schedule).items() if k != "bounds_from"}
+        return {**schedule, "data.batch_size": self.cfg.data.batch_size, "world_size": self.info.world_size}
+
+    def save_checkpoint(self, name: str) -> None:
+        """Write ``RUN_DIR/checkpoints/NAME`` and prune old periodic ones, unless
+        ``trainer.save_checkpoints`` is off or this step is saved already (under any name: the
+        last step may also end a cycle). Every rank must call."""
+        root = self.run_dir / "checkpoints"
+        if not self.cfg.trainer.save_checkpoints or checkpoint.saved_at(root, self.step):
+            return
+        id_file = self.run_dir / "wandb_run_id"
+        meta = {"settings": self._settings(), "config_hash": self.config_hash,
+                "wandb_run_id": id_file.read_text().strip() if id_file.is_file() else None}
+        checkpoint.save(self.state_dict(), meta, root / name, self.info)
+        if self.info.is_main:
+            checkpoint.prune(root, self.cfg.trainer.keep_checkpoints)
+
+    def resume(self) -> None:
+        """``trainer.resume``: auto continues from the newest readable checkpoint in the run
+        directory (a fresh start when there is none), a path from that checkpoint, null never.
+        Every rank must call, before ``fit()``."""
+        choice = self.cfg.trainer.resume
+        if choice is None:
+            return
+        if choice == "auto":
+            loaded = checkpoint.load_latest(self.run_dir / "checkpoints", self.info)
+        else:
+            loaded = checkpoint.load_path(Path(choice), self.info)
+        if loaded is None:
+            return
+        meta = loaded.shared.pop("meta")
+        checkpoint.check_compatible(meta["settings"], self._settings(), loaded.directory,
+                                    self.cfg.trainer.resume_allow_changes)
+        same_layout = loaded.rank is not None and meta["settings"]["world_size"] == self.info.world_size
+        self.load_state_dict({**loaded.shared, **(loaded.rank if same_layout else {})})
+        id_file = self.run_dir / "wandb_run_id"
+        if self.info.is_main and meta["wandb_run_id"] and not id_file.exists():
+            id_file.write_text(meta["wandb_run_id"] + "\n")  # the same W&B run continues
+        if self.info.is_main:
+            print(f"clr-dist: resuming from {loaded.directory} at step {self.step}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.reporter.close()

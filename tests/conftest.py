@@ -61,7 +61,7 @@ def compose_train(overrides: list[str]) -> config.TrainConfig:
 def quick_overrides(data_root: Path, *extra: str) -> list[str]:
     """A run that finishes in seconds: no W&B, no progress bar, one loader worker."""
     return [f"data.root={data_root}", "logger.mode=disabled", "logger.progress_bar=false",
-            "data.workers=0", "data.batch_size=16", "trainer.seed=0", *extra]
+            "data.workers=0", "data.batch_size=16", "trainer.seed=0", "trainer.save_checkpoints=false", *extra]
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -63,7 +63,7 @@ def test_a_short_clr_run_with_the_suggested_bounds_learns(demo_range_test: Path)
     bounds = demo_range_test / "runs" / "rt" / "range_test.json"
     result = run_cli([*TRAIN, "experiment=demo", "model.name=resnet18", f"data.root={demo_range_test / 'data'}",
                       "data.batch_size=32", f"schedule.bounds_from={bounds}", "schedule.stepsize=20",
-                      "schedule.stepsize_epochs=null", "trainer.stop_after_cycles=2",
+                      "schedule.stepsize_epochs=null", "trainer.stop_after_cycles=2", "trainer.save_checkpoints=false",
                       "logger.mode=disabled", "logger.progress_bar=false"],
                      cwd=demo_range_test, env={"CLR_DIST_RUN_ID": "clr"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -49,7 +49,7 @@ def two_rank_run(tmp_path_factory: pytest.TempPathFactory, demo: Path) -> Path:
     result = run_cli([*TORCHRUN, "experiment=demo", "model.name=resnet18", f"data.root={data}",
                       "data.batch_size=32", "schedule.base_lr=0.01", "schedule.max_lr=0.1",
                       "schedule.stepsize=20", "schedule.stepsize_epochs=null", "schedule.momentum_cycle=true",
-                      "trainer.record_lr=true",
+                      "trainer.record_lr=true", "trainer.save_checkpoints=false",
                       "logger.mode=offline", "logger.progress_bar=false"],
                      cwd=work, env={"CLR_DIST_RUN_ID": "job"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -115,7 +115,8 @@ def test_batch_not_divisible_by_world_size(tmp_path: Path, small_demo: Path) -> 
 def test_two_ranks_train_through_each_loader(tmp_path: Path, small_demo: Path, loader: str) -> None:
     result = run_cli([*TORCHRUN, f"data.root={small_demo}", f"data.loader={loader}", "data.batch_size=16",
                       "model.name=test_resnet", "schedule.stepsize=3", "schedule.stepsize_epochs=null",
-                      "trainer.stop_after_cycles=2", "logger.mode=disabled", "logger.progress_bar=false"],
+                      "trainer.stop_after_cycles=2", "trainer.save_checkpoints=false", "logger.mode=disabled",
+                      "logger.progress_bar=false"],
                      cwd=tmp_path, env={"CLR_DIST_RUN_ID": loader})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     run = tmp_path / "runs" / loader

@@ -139,7 +139,8 @@ def test_synthetic_data_trains_without_a_folder(tmp_path: Path) -> None:
     trainer = Trainer(compose_train(["data=synthetic", "data.image_size=32", "data.val_resize=32",
                                      "data.batch_size=8", "data.synthetic_images=80", "data.synthetic_classes=5",
                                      "model.name=test_resnet", "schedule.stepsize=2", "schedule.stepsize_epochs=null",
-                                     "trainer.max_steps=4", "logger.mode=disabled", "logger.progress_bar=false"]),
+                                     "trainer.max_steps=4", "trainer.save_checkpoints=false", "logger.mode=disabled",
+                                     "logger.progress_bar=false"]),
                       tmp_path / "run")
     assert (trainer.resolved["steps_per_epoch"], trainer.resolved["classes"]) == (10, 5)
     peaks = trainer.fit()

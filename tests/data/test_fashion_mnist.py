@@ -128,7 +128,7 @@ def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, t
     from clr_dist.trainer import Trainer
 
     cfg = compose_train(["data=fashion_mnist", f"data.root={converted}", "data.batch_size=10", "data.workers=1",
-                         "schedule=fixed", "schedule.base_lr=0.01", "trainer.max_steps=2",
+                         "schedule=fixed", "schedule.base_lr=0.01", "trainer.max_steps=2", "trainer.save_checkpoints=false",
                          "logger.mode=disabled", "logger.progress_bar=false"])
     trainer = Trainer(cfg, tmp_path / "run")
     assert (trainer.resolved["train_images"], trainer.resolved["classes"]) == (10 * LIMIT, 10)
