@@ -195,6 +195,9 @@ class Trainer:
         batches = self.train_batches()
         meter = self.meter
         meter.restart_clock()
+        stopped_marker = self.run_dir / "stopped"
+        if self.info.is_main:
+            stopped_marker.unlink(missing_ok=True)
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         stop = dist.StopFlag(self.info.device)
         try:
@@ -216,6 +219,8 @@ class Trainer:
                         self.save_checkpoint(checkpoint.periodic_name(self.step))
                 if stop.check():
                     self.save_checkpoint(checkpoint.periodic_name(self.step))
+                    if self.info.is_main:  # what slurm/train.sbatch looks for to requeue the job
+                        stopped_marker.write_text(f"{self.step}\n")
                     raise Stopped(f"stopped by signal {stop.received or 'on another rank'} at step {self.step}; "
                                   f"a checkpoint is in {self.run_dir / 'checkpoints'}: run the same command "
                                   f"again (same run directory) to continue")

@@ -74,3 +74,16 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A one-node SLURM cluster (tests/slurm_cluster.py); the environment for its commands."""
+    from tests import slurm_cluster
+
+    reason = slurm_cluster.missing()
+    if reason:
+        pytest.skip(reason)
+    env, processes = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    yield env
+    slurm_cluster.stop(processes)

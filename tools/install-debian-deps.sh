@@ -9,8 +9,8 @@ set -euo pipefail
 
 PACKAGES=(
     dataset-fashion-mnist   # Fashion-MNIST IDX files: tests/data/test_fashion_mnist.py
-    # SLURM test cluster (DESIGN.md, "Real components in tests"), when its tests land:
-    # slurmctld slurmd slurm-client munge
+    # The one-node SLURM cluster of tests/slurm_cluster.py (tests/test_slurm.py)
+    slurmctld slurmd slurm-client munge
 )
 
 say() { echo "install-debian-deps: $*" >&2; }

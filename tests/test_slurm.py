@@ -1,0 +1,99 @@
+"""slurm/train.sbatch on a real one-node SLURM cluster started by the test suite."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO
+
+pytestmark = pytest.mark.slow
+
+VENV = BIN.parent
+
+
+def sbatch(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env, "VENV": str(VENV), "NPROC_PER_NODE": "2",
+                "CLR_DIST_RUNS_DIR": str(work / "runs")}
+    full_env.pop("CLR_DIST_RUN_ID", None)
+    return subprocess.run(["sbatch", "--parsable", f"--chdir={work}", "--cpus-per-task=2", *args],
+                          env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def overrides(data: Path, *extra: str) -> list[str]:
+    return [f"data.root={data}", "data.batch_size=16", "data.workers=0", "schedule.stepsize=5",
+            "schedule.stepsize_epochs=null", "trainer.checkpoint_every=4", "trainer.record_lr=true",
+            "logger.progress_bar=false", *extra]
+
+
+def test_sbatch_trains_on_two_processes_and_finishes(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
+    result = sbatch(tmp_path, slurm_cluster, "--wait", str(REPO / "slurm" / "train.sbatch"),
+                    *overrides(small_demo, "model.name=test_resnet", "trainer.stop_after_cycles=2",
+                               "logger.mode=disabled"))
+    job = result.stdout.strip().splitlines()[0]
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert result.returncode == 0, log[-3000:]
+    assert f"clr_dist: job {job} (restart 0) on 1 node(s) x 2" in log
+    run = tmp_path / "runs" / f"slurm-{job}"
+    assert [line.split(",")[1] for line in (run / "cycle_peaks.csv").read_text().splitlines()[1:]] == ["10", "20"]
+    assert '"world_size": 2' in (run / "metrics.jsonl").read_text().splitlines()[0]
+
+
+def squeue_state(job: str, env: dict) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env={**os.environ, **env},
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path: Path, small_demo: Path,
+                                                                        slurm_cluster: dict) -> None:
+    env = {**os.environ, **slurm_cluster}
+    result = sbatch(tmp_path, slurm_cluster, str(REPO / "slurm" / "train.sbatch"),
+                    *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60", "logger.mode=offline"))
+    job = result.stdout.strip().splitlines()[0]
+    run = tmp_path / "runs" / f"slurm-{job}"
+    lr_log = run / "lr_rank0.csv"
+    deadline = time.monotonic() + 300
+    while not (lr_log.exists() and len(lr_log.read_text().splitlines()) > 14):  # past the checkpoint at 12
+        assert time.monotonic() < deadline and squeue_state(job, slurm_cluster), "the job did not get going"
+        time.sleep(0.2)
+    subprocess.run(["scontrol", "requeue", job], env=env, check=True)
+    deadline = time.monotonic() + 120
+    while squeue_state(job, slurm_cluster) != "PENDING":  # requeued jobs wait before they start again
+        assert time.monotonic() < deadline, squeue_state(job, slurm_cluster)
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
+    deadline = time.monotonic() + 400
+    while squeue_state(job, slurm_cluster):
+        assert time.monotonic() < deadline, "the requeued job did not finish"
+        time.sleep(1)
+
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert f"clr_dist: job {job} (restart 1)" in log
+    assert f"clr-dist: resuming from {run / 'checkpoints'}" in log
+    steps = [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]]
+    assert steps == list(range(60))  # no step lost or repeated across the requeue
+    run_id = (run / "wandb_run_id").read_text().strip()
+    segments = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(segments) == 2 and all(s.name.endswith(f"-{run_id}") for s in segments)  # one W&B run, twice
+
+
+def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
+    result = subprocess.run(
+        [str(BIN / "clr-dist"), "train", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.timeout_min=10", "schedule.max_lr=0.02,0.04", "model.name=test_resnet",
+         *overrides(small_demo, "trainer.stop_after_cycles=1", "trainer.save_checkpoints=false",
+                    "logger.mode=disabled")],
+        cwd=tmp_path, env={**os.environ, **slurm_cluster, "CLR_DIST_RUNS_DIR": str(tmp_path / "runs"),
+                           "CLR_DIST_RUN_ID": "sweep"},
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sweep = tmp_path / "runs" / "multirun-sweep"
+    assert len(list((sweep / ".submitit").glob("*/*_submission.sh"))) == 2  # two sbatch jobs
+    for job, max_lr in (("0", "0.02"), ("1", "0.04")):
+        assert f"max_lr: {max_lr}" in (sweep / job / ".hydra" / "config.yaml").read_text()
+        peaks = (sweep / job / "cycle_peaks.csv").read_text().splitlines()
+        assert len(peaks) == 2 and peaks[1].startswith("1,10,")  # one cycle, validated at its end
