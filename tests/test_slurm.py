@@ -92,7 +92,8 @@ def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sweep = tmp_path / "runs" / "multirun-sweep"
-    assert len(list((sweep / ".submitit").glob("*/*_submission.sh"))) == 2  # two sbatch jobs
+    # One SLURM job array, one task a combination, each with its log and its result.
+    assert len(list((sweep / ".submitit").glob("*_*/*_0_result.pkl"))) == 2
     for job, max_lr in (("0", "0.02"), ("1", "0.04")):
         assert f"max_lr: {max_lr}" in (sweep / job / ".hydra" / "config.yaml").read_text()
         peaks = (sweep / job / "cycle_peaks.csv").read_text().splitlines()
