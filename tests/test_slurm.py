@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -98,3 +99,15 @@ def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_
         assert f"max_lr: {max_lr}" in (sweep / job / ".hydra" / "config.yaml").read_text()
         peaks = (sweep / job / "cycle_peaks.csv").read_text().splitlines()
         assert len(peaks) == 2 and peaks[1].startswith("1,10,")  # one cycle, validated at its end
+
+
+def test_range_test_sbatch_writes_its_suggestion(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
+    result = sbatch(tmp_path, slurm_cluster, "--wait", str(REPO / "slurm" / "range_test.sbatch"),
+                    f"data.root={small_demo}", "data.batch_size=16", "model.name=test_resnet",
+                    "range_test.steps=30", "range_test.epochs=null", "range_test.eval_every=3",
+                    "logger.mode=disabled", "logger.progress_bar=false")
+    job = result.stdout.strip().splitlines()[0]
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert result.returncode == 0, log[-3000:]
+    written = json.loads((tmp_path / "runs" / f"slurm-{job}" / "range_test.json").read_text())
+    assert written["settings"]["world_size"] == 2 and len(written["curve"]["loss"]) in range(2, 31)
