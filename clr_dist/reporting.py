@@ -140,6 +140,14 @@ def rewrite(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def logged_through(path: Path) -> int:
+    """The last step recorded in a ``metrics.jsonl`` (0: none)."""
+    if not path.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    return max(steps, default=0)
+
+
 class JsonlWriter(Writer):
     """``metrics.jsonl``: one JSON object per event, appended and flushed as it happens."""
 
@@ -221,9 +229,10 @@ class WandbWriter(Writer):
             resume="allow",
             config={**config, "environment": env, "resolved": resolved},
         )
-        # A resumed run logs again from its checkpoint's step; W&B keeps its step axis monotonic
-        # by dropping what lies below the step it has reached, so drop that here, quietly.
-        self.floor = self.run.step
+        # A resumed run logs again from its checkpoint's step. What this W&B run already holds
+        # (up to the last step in metrics.jsonl, or W&B's own step online) is not logged twice,
+        # so the step axis only moves forward, across every restart.
+        self.floor = max(self.run.step, logged_through(self.run_dir / "metrics.jsonl") + 1)
         # Validation is plotted against the cycle, the unit in which CLR runs are read.
         self.run.define_metric("cycle")
         self.run.define_metric("val/*", step_metric="cycle")
@@ -328,9 +337,10 @@ def build_reporter(cfg: LoggerConfig, run_dir: Path, info: DistInfo) -> Reporter
     if not info.is_main:
         return Reporter([])
     run_dir.mkdir(parents=True, exist_ok=True)
-    writers: list[Writer] = [JsonlWriter(run_dir / "metrics.jsonl"), PeaksCsvWriter(run_dir / "cycle_peaks.csv")]
-    if cfg.mode != "disabled":
+    writers: list[Writer] = []
+    if cfg.mode != "disabled":  # first: it reads how far metrics.jsonl got before that is rewound
         writers.append(WandbWriter(cfg, run_dir))
+    writers += [JsonlWriter(run_dir / "metrics.jsonl"), PeaksCsvWriter(run_dir / "cycle_peaks.csv")]
     # Last, so that the peak table is the final thing printed, after W&B's own closing lines.
     writers.append(ConsoleWriter(cfg.progress_bar))
     return Reporter(writers)

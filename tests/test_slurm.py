@@ -12,6 +12,13 @@ import pytest
 
 from tests.conftest import BIN, REPO
 
+
+def wandb_history(offline_run: Path) -> list[dict]:
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(offline_run)],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+
 pytestmark = pytest.mark.slow
 
 VENV = BIN.parent
@@ -80,6 +87,8 @@ def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path
     run_id = (run / "wandb_run_id").read_text().strip()
     segments = sorted((run / "wandb").glob("offline-run-*"))
     assert len(segments) == 2 and all(s.name.endswith(f"-{run_id}") for s in segments)  # one W&B run, twice
+    steps = [row["_step"] for segment in segments for row in wandb_history(segment) if "train/loss" in row]
+    assert steps == sorted(set(steps)) and steps[-1] == 60  # forward only, nothing logged twice
 
 
 def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
