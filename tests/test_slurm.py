@@ -56,6 +56,39 @@ def squeue_state(job: str, env: dict) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
+def wait_for(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"after {seconds} s: {what}"
+        time.sleep(0.2)
+
+
+def test_the_time_limit_signal_checkpoints_and_the_script_requeues(tmp_path: Path, small_demo: Path,
+                                                                   slurm_cluster: dict) -> None:
+    """What --signal=TERM@120 does before the time limit, sent now with scancel: the torchrun
+    agents pass SIGTERM to the workers, which stop together and save a checkpoint; the script
+    sees the run stopped and requeues the job, which continues to the end."""
+    env = {**os.environ, **slurm_cluster}
+    job = sbatch(tmp_path, slurm_cluster, str(REPO / "slurm" / "train.sbatch"),
+                 *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60",
+                            "trainer.checkpoint_every=100", "logger.mode=disabled")).stdout.strip()
+    run = tmp_path / "runs" / f"slurm-{job}"
+    lr_log = run / "lr_rank0.csv"
+    wait_for(lambda: lr_log.exists() and len(lr_log.read_text().splitlines()) > 8, 300, "no training")
+    subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)  # to the job's steps only
+    wait_for(lambda: squeue_state(job, slurm_cluster) == "PENDING", 120, "the job was not requeued")
+    stopped_at = int((run / "stopped").read_text())
+    (saved,) = (run / "checkpoints").glob(f"step-{stopped_at:08d}*")  # not a periodic one: every 100 steps
+    assert (saved / "shared.pt").exists()
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
+    wait_for(lambda: not squeue_state(job, slurm_cluster), 400, "the requeued job did not finish")
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert f"clr_dist: stopped at step {stopped_at} with a checkpoint; requeueing job {job}" in log
+    assert f"resuming from {saved} at step {stopped_at}" in log
+    assert [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]] == list(range(60))
+    assert not (run / "stopped").exists()
+
+
 def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path: Path, small_demo: Path,
                                                                         slurm_cluster: dict) -> None:
     env = {**os.environ, **slurm_cluster}
