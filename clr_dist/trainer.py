@@ -195,9 +195,7 @@ class Trainer:
         batches = self.train_batches()
         meter = self.meter
         meter.restart_clock()
-        stopped_marker = self.run_dir / "stopped"
-        if self.info.is_main:
-            stopped_marker.unlink(missing_ok=True)
+        self._mark_stopped(False)
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         stop = dist.StopFlag(self.info.device)
         try:
@@ -205,25 +203,14 @@ class Trainer:
                 lr, momentum = self._apply_schedule()
                 meter.add(self.train_step(batches))
                 if lr_log is not None:
-                    momentum_held = current_momentum(self.optimizer)
-                    lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},"
-                                 f"{'' if momentum_held is None else repr(momentum_held)}\n")
+                    self._record_lr(lr_log)
                 self.step += 1
                 if self.step % log_every == 0 or self.step == self.planned_steps:
                     self._log_train(meter, lr, momentum)
                 with meter.paused():  # validation and checkpoints are not training throughput
-                    peak = self._validate_if_due(lr)
-                    if peak is not None and self.cfg.trainer.snapshot_cycle_ends:
-                        self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
-                    if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
-                        self.save_checkpoint(checkpoint.periodic_name(self.step))
+                    self._validate_and_checkpoint_if_due(lr)
                 if stop.check():
-                    self.save_checkpoint(checkpoint.periodic_name(self.step))
-                    if self.info.is_main:  # what slurm/train.sbatch looks for to requeue the job
-                        stopped_marker.write_text(f"{self.step}\n")
-                    raise Stopped(f"stopped by signal {stop.received or 'on another rank'} at step {self.step}; "
-                                  f"a checkpoint is in {self.run_dir / 'checkpoints'}: run the same command "
-                                  f"again (same run directory) to continue")
+                    self._stop(stop.received)
         finally:
             stop.close()
             if lr_log is not None:
@@ -260,6 +247,37 @@ class Trainer:
         if momentum is not None:
             metrics["momentum"] = momentum
         self.reporter.train(self.step, metrics)
+
+    def _validate_and_checkpoint_if_due(self, lr: float) -> None:
+        peak = self._validate_if_due(lr)
+        if peak is not None and self.cfg.trainer.snapshot_cycle_ends:
+            self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
+        if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
+            self.save_checkpoint(checkpoint.periodic_name(self.step))
+
+    def _stop(self, signum: int | None) -> None:
+        """Every rank, at the same step: checkpoint, mark the run stopped, raise Stopped."""
+        self.save_checkpoint(checkpoint.periodic_name(self.step))
+        self._mark_stopped(True)
+        raise Stopped(f"stopped by signal {signum or 'on another rank'} at step {self.step}; a checkpoint "
+                      f"is in {self.run_dir / 'checkpoints'}: run the same command again (same run "
+                      f"directory) to continue")
+
+    def _mark_stopped(self, stopped: bool) -> None:
+        """``RUN_DIR/stopped`` (the step) while a run stands stopped by a signal: what
+        slurm/train.sbatch looks for to requeue the job. Rank 0."""
+        if not self.info.is_main:
+            return
+        marker = self.run_dir / "stopped"
+        if stopped:
+            marker.write_text(f"{self.step}\n")
+        else:
+            marker.unlink(missing_ok=True)
+
+    def _record_lr(self, lr_log: TextIO) -> None:
+        """The LR and momentum the optimizer held for this step, as it applied them."""
+        momentum = current_momentum(self.optimizer)
+        lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},{'' if momentum is None else repr(momentum)}\n")
 
     def _validate_if_due(self, lr: float) -> CyclePeak | None:
         """At a cycle end: validate and report the peak (returned). Else every trainer.eval_every steps."""
