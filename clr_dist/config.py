@@ -226,10 +226,12 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         ("data.image_size", cfg.data.image_size),
         ("logger.log_every", cfg.logger.log_every),
         ("trainer.keep_checkpoints", cfg.trainer.keep_checkpoints),
-        ("trainer.checkpoint_every", cfg.trainer.checkpoint_every or 1),
     ):
         if value <= 0:
             raise ConfigError(f"{key}={value} must be a positive integer")
+    if cfg.trainer.checkpoint_every is not None and cfg.trainer.checkpoint_every <= 0:
+        raise ConfigError(f"trainer.checkpoint_every={cfg.trainer.checkpoint_every} must be a positive "
+                          f"number of steps, or null (checkpoints only on a stop signal and at the end)")
     if cfg.data.batch_size % world_size:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} (the global batch) does not divide evenly "

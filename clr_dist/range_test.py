@@ -89,7 +89,6 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
     from clr_dist import dist
     from clr_dist.optim import set_lr
     from clr_dist.reporting import Reporter
-    from clr_dist.trainer import ThroughputMeter
 
     reporter = reporter or Reporter([])
 
@@ -99,7 +98,8 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
     block = trainer.cfg.logger.log_every
     snapshot = copy.deepcopy(trainer.state_dict())
     batches = trainer.train_batches()
-    meter = ThroughputMeter(trainer.info.device, trainer.cfg.data.batch_size * trainer.cfg.trainer.grad_accum_steps)
+    meter = trainer.meter  # put back with the rest of the trainer's state at the end
+    meter.restart_clock()
     curve: dict[str, list] = {"step": [], "lr": [], "loss": []}
     evaluations: list[dict] = []
     pending: list[torch.Tensor] = []
@@ -153,6 +153,11 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
 
 # --- reading the curve -------------------------------------------------------------------------
 
+def smoothing_window(points: int, smooth_fraction: float) -> int:
+    """``smooth_fraction`` of the points, odd, at least 3."""
+    return max(3, round(smooth_fraction * points)) | 1
+
+
 def centred_mean(values: Sequence[float], window: int) -> list[float]:
     """Moving average over ``window`` points centred on each point (narrower near the ends, so
     still centred): unlike a trailing average, it does not move the curve to the right."""
@@ -176,8 +181,8 @@ def read_bounds_off(lrs: Sequence[float], values: Sequence[float], *, higher_is_
     """
     if len(values) < 3:
         return None
-    window = max(3, round(smooth_fraction * len(values)))
-    smoothed = centred_mean([v if higher_is_better else -v for v in values], window | 1)
+    smoothed = centred_mean([v if higher_is_better else -v for v in values],
+                            smoothing_window(len(values), smooth_fraction))
     best = max(range(len(smoothed)), key=smoothed.__getitem__)
     low = min(range(best + 1), key=smoothed.__getitem__)
     rise = smoothed[best] - smoothed[low]
@@ -246,7 +251,7 @@ def plot(result: dict, png: Path) -> None:
     curve, evaluations = result["curve"], result["evaluations"]
     losses = [loss if math.isfinite(loss) else math.nan for loss in curve["loss"]]  # a diverged end: a gap
     loss_axis.plot(curve["lr"], losses, color="tab:red", alpha=0.35, linewidth=0.8, label="training loss")
-    window = max(3, round(result["settings"]["smooth_fraction"] * len(losses))) | 1
+    window = smoothing_window(len(losses), result["settings"]["smooth_fraction"])
     loss_axis.plot(curve["lr"], centred_mean(losses, window), color="tab:red", label="loss, smoothed")
     if evaluations:
         acc_axis.plot([e["lr"] for e in evaluations], [100 * e["top1"] for e in evaluations], "o-",
@@ -301,11 +306,10 @@ def _finite_or_null(value):
 
 
 def write_json(result: dict, path: Path) -> None:
-    """Atomically: a reader never sees half a file."""
+    from clr_dist.reporting import rewrite
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite_or_null(result), indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    rewrite(path, json.dumps(_finite_or_null(result), indent=1, allow_nan=False) + "\n")
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
         (["data.loader=torchvision", "data.file_lists=/x"], 1, "data.file_lists needs data.loader=dali (not torchvision)"),
         (["data.loader=dali", "data.file_lists=/nowhere"], 1,
          "data.file_lists='/nowhere' has no train.txt; make the lists with `clr-dist data check data/demo --out DIR`"),
+        (["trainer.checkpoint_every=0"], 1, "trainer.checkpoint_every=0 must be a positive number of steps, or null"),
+        (["trainer.keep_checkpoints=0"], 1, "trainer.keep_checkpoints=0 must be a positive integer"),
         (["data.dali_device=tpu"], 1, "data.dali_device='tpu' is not one of: auto, gpu, cpu"),
         (["data.output_dtype=int8"], 1, "data.output_dtype='int8' is not one of: float32, float16, bfloat16"),
         (["data.loader=torchvision", "data.output_dtype=float16"], 1,
