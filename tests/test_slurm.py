@@ -63,6 +63,13 @@ def wait_for(condition, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def start_requeued_job_soon(job: str, env: dict) -> None:
+    """Let a requeued (PENDING) job start in two seconds instead of SLURM's delay. Not `now`:
+    slurmd refuses a job whose credential dates from the second its previous run was revoked in
+    ("Killing non-startable batch job: Job credential revoked"), and the job would end unrun."""
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"], env={**os.environ, **env}, check=True)
+
+
 def test_the_time_limit_signal_checkpoints_and_the_script_requeues(tmp_path: Path, small_demo: Path,
                                                                    slurm_cluster: dict) -> None:
     """What --signal=TERM@120 does before the time limit, sent now with scancel: the torchrun
@@ -80,7 +87,7 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(tmp_path: Pat
     stopped_at = int((run / "stopped").read_text())
     (saved,) = (run / "checkpoints").glob(f"step-{stopped_at:08d}*")  # not a periodic one: every 100 steps
     assert (saved / "shared.pt").exists()
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
+    start_requeued_job_soon(job, slurm_cluster)
     wait_for(lambda: not squeue_state(job, slurm_cluster), 400, "the requeued job did not finish")
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert f"clr_dist: stopped at step {stopped_at} with a checkpoint; requeueing job {job}" in log
@@ -106,7 +113,7 @@ def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path
     while squeue_state(job, slurm_cluster) != "PENDING":  # requeued jobs wait before they start again
         assert time.monotonic() < deadline, squeue_state(job, slurm_cluster)
         time.sleep(0.5)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, check=True)
+    start_requeued_job_soon(job, slurm_cluster)
     deadline = time.monotonic() + 400
     while squeue_state(job, slurm_cluster):
         assert time.monotonic() < deadline, "the requeued job did not finish"
