@@ -156,6 +156,9 @@ class RangeTestConfig:
     # "Starts to rise" and "stops rising": the first points past this share of the curve's whole
     # rise from its low, and within it of its peak. Relative, so the loss scale does not matter.
     rise_fraction: float = 0.1
+    # "Turns ragged": accuracy falls by more than this share of its whole rise below its best so
+    # far; max_lr is then that best point. null: read the smoothed plateau only.
+    ragged_fraction: Optional[float] = 0.2
     # Centred moving average over this share of the points (at least 3): no shift of the curve.
     smooth_fraction: float = 0.05
     # Every rank also writes range_test_rank<R>.json (to check that the ranks agree).

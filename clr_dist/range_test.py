@@ -55,6 +55,8 @@ def check_config(cfg: RangeTestConfig) -> None:
         raise ConfigError(f"range_test.diverge_factor={cfg.diverge_factor} must be above 1 (or null: never stop)")
     if not 0 < cfg.rise_fraction < 0.5:
         raise ConfigError(f"range_test.rise_fraction={cfg.rise_fraction} must be in (0, 0.5)")
+    if cfg.ragged_fraction is not None and not 0 < cfg.ragged_fraction < 1:
+        raise ConfigError(f"range_test.ragged_fraction={cfg.ragged_fraction} must be in (0, 1) (or null: off)")
     for key in ("eval_images", "eval_every"):
         value = getattr(cfg, key)
         if value is not None and value <= 0:
@@ -144,7 +146,8 @@ def run_range_test(trainer: Trainer, cfg: RangeTestConfig, reporter: Reporter | 
     settings = {"start_lr": cfg.start_lr, "end_lr": cfg.end_lr, "steps": steps, "mode": cfg.mode,
                 "eval_every": eval_every, "eval_images": eval_images, "diverge_factor": cfg.diverge_factor,
                 "method": cfg.method, "rule": cfg.rule, "rise_fraction": cfg.rise_fraction,
-                "smooth_fraction": cfg.smooth_fraction, "world_size": trainer.info.world_size,
+                "ragged_fraction": cfg.ragged_fraction, "smooth_fraction": cfg.smooth_fraction,
+                "world_size": trainer.info.world_size,
                 "global_batch": trainer.cfg.data.batch_size, "model": trainer.cfg.model.name,
                 "optimizer": trainer.cfg.optimizer.name, "data_root": trainer.cfg.data.root}
     return {"settings": settings, "curve": curve, "evaluations": evaluations, "stopped": stopped,
@@ -170,19 +173,23 @@ def centred_mean(values: Sequence[float], window: int) -> list[float]:
 
 
 def read_bounds_off(lrs: Sequence[float], values: Sequence[float], *, higher_is_better: bool,
-                    rise_fraction: float, smooth_fraction: float) -> dict | None:
+                    rise_fraction: float, smooth_fraction: float,
+                    ragged_fraction: float | None = None) -> dict | None:
     """Where a curve starts to improve and where it stops, as the paper reads Figure 3.
 
     The curve is smoothed (centred), then turned so that up is better. From its low point before
     the best, ``base_lr`` is the first LR past ``rise_fraction`` of the whole improvement, and
     ``max_lr`` the first LR within ``rise_fraction`` of the best (where the rise has slowed to a
-    plateau, turned ragged, or is about to fall). Both thresholds are shares of the curve's own
-    range, so multiplying the loss by a constant changes nothing. None when nothing improved.
+    plateau, or is about to fall). With ``ragged_fraction``, the rise is also cut short where it
+    turns ragged: the first point (unsmoothed) that falls more than that share of the whole rise
+    below the best point before it; ``max_lr`` is then that best point's LR. All thresholds are
+    shares of the curve's own range, so multiplying the loss by a constant changes nothing. None
+    when nothing improved.
     """
     if len(values) < 3:
         return None
-    smoothed = centred_mean([v if higher_is_better else -v for v in values],
-                            smoothing_window(len(values), smooth_fraction))
+    up = [v if higher_is_better else -v for v in values]
+    smoothed = centred_mean(up, smoothing_window(len(values), smooth_fraction))
     best = max(range(len(smoothed)), key=smoothed.__getitem__)
     low = min(range(best + 1), key=smoothed.__getitem__)
     rise = smoothed[best] - smoothed[low]
@@ -190,7 +197,16 @@ def read_bounds_off(lrs: Sequence[float], values: Sequence[float], *, higher_is_
         return None
     base = next(i for i in range(low, best + 1) if smoothed[i] >= smoothed[low] + rise_fraction * rise)
     top = next(i for i in range(base, best + 1) if smoothed[i] >= smoothed[best] - rise_fraction * rise)
-    return {"base_lr": lrs[base], "max_lr": lrs[top], "best_lr": lrs[best]}
+    ragged = None
+    if ragged_fraction is not None:
+        peak = base
+        for i in range(base, top + 1):
+            if up[peak] - up[i] > ragged_fraction * rise:
+                ragged, top = i, peak
+                break
+            peak = max(peak, i, key=up.__getitem__)
+    return {"base_lr": lrs[base], "max_lr": lrs[top], "best_lr": lrs[best],
+            "ragged_lr": None if ragged is None else lrs[ragged]}
 
 
 def suggest(curve: dict, evaluations: list[dict], cfg: RangeTestConfig) -> dict:
@@ -198,8 +214,10 @@ def suggest(curve: dict, evaluations: list[dict], cfg: RangeTestConfig) -> dict:
     common = {"rise_fraction": cfg.rise_fraction, "smooth_fraction": cfg.smooth_fraction}
     finite = [(lr, loss) for lr, loss in zip(curve["lr"], curve["loss"]) if math.isfinite(loss)]
     readings = {
+        # Each evaluation measures the same held-out images, so a fall between two is the curve
+        # turning ragged. Each loss is one batch's: its noise alone would look ragged.
         "accuracy": read_bounds_off([e["lr"] for e in evaluations], [e["top1"] for e in evaluations],
-                                    higher_is_better=True, **common),
+                                    higher_is_better=True, ragged_fraction=cfg.ragged_fraction, **common),
         "loss": read_bounds_off([lr for lr, _ in finite], [loss for _, loss in finite],
                                 higher_is_better=False, **common),
     }
@@ -261,6 +279,9 @@ def plot(result: dict, png: Path) -> None:
         for key, style in (("base_lr", "--"), ("max_lr", "-.")):
             acc_axis.axvline(suggestion[key], color="black", linestyle=style,
                              label=f"{key} {suggestion[key]:.3g}")
+        ragged_lr = result["readings"][suggestion["method"]]["ragged_lr"]
+        if ragged_lr is not None:
+            acc_axis.axvline(ragged_lr, color="grey", linestyle=":", label=f"turned ragged {ragged_lr:.3g}")
     if result["settings"]["mode"] == "exp":
         acc_axis.set_xscale("log")
     acc_axis.set_xlabel("learning rate")
@@ -283,9 +304,12 @@ def format_suggestion(result: dict, json_path: Path) -> str:
     if suggestion is None:
         lines.append(f"No bounds suggested: {result['problem']}.")
         return "\n".join(lines)
+    lines.append(f"Suggested bounds (read off the {suggestion['method']} curve, base_lr by the {suggestion['rule']} "
+                 f"rule): base_lr {suggestion['base_lr']:.4g}, max_lr {suggestion['max_lr']:.4g}")
+    ragged_lr = result["readings"][suggestion["method"]]["ragged_lr"]
+    if ragged_lr is not None:
+        lines.append(f"  the accuracy turned ragged at LR {ragged_lr:.4g}: max_lr is the best point before it")
     lines += [
-        f"Suggested bounds (read off the {suggestion['method']} curve, base_lr by the {suggestion['rule']} rule): "
-        f"base_lr {suggestion['base_lr']:.4g}, max_lr {suggestion['max_lr']:.4g}",
         f"  alternatives: base_lr = max_lr/3 = {result['rules']['third']:.4g}, max_lr/4 = {result['rules']['quarter']:.4g}",
         "Train with them:",
         f"  clr-dist train schedule.base_lr={suggestion['base_lr']:.4g} schedule.max_lr={suggestion['max_lr']:.4g}",

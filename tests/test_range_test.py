@@ -82,6 +82,36 @@ def test_loss_curve_bounds_land_on_its_features_at_any_scale() -> None:
         assert scaled == reading
 
 
+def test_max_lr_stops_where_the_accuracy_turns_ragged() -> None:
+    """The paper's "turns ragged": a rise to 50% at 0.03, a fall to 35% (a quarter of the whole
+    rise of 60 points), then a further climb to 70%. max_lr is the top before the fall; without
+    the ragged check, the end of the climb."""
+    curve = [0.1 + 0.4 * ramp(lr, 0.01, 0.03) - 0.15 * ramp(lr, 0.03, 0.035) + 0.35 * ramp(lr, 0.035, 0.08)
+             for lr in LRS]
+    common = {"higher_is_better": True, "rise_fraction": 0.1, "smooth_fraction": 0.0}
+    ragged = read_bounds_off(LRS, curve, ragged_fraction=0.2, **common)
+    assert ragged["max_lr"] == pytest.approx(0.030)  # the top before the fall
+    assert ragged["ragged_lr"] == pytest.approx(0.035, abs=GRID)  # where the fall passes 20% of 0.6
+    assert ragged["base_lr"] == pytest.approx(0.013, abs=GRID)  # 10% into the rise, unchanged
+    assert read_bounds_off(LRS, curve, ragged_fraction=0.3, **common)["max_lr"] > 0.07  # a fall of 25% is not 30%
+    plateau = read_bounds_off(LRS, curve, **common)
+    assert plateau["max_lr"] > 0.07 and plateau["ragged_lr"] is None
+    # Noise well inside the threshold does not count as ragged.
+    noisy = read_bounds_off(LRS, accuracy_curve(noise=0.05), ragged_fraction=0.2, **common)
+    assert noisy["ragged_lr"] is None or noisy["ragged_lr"] > 0.06
+
+
+def test_suggest_applies_the_ragged_check_to_accuracy_only() -> None:
+    jagged = [0.1 + 0.6 * ramp(lr, 0.02, 0.06) - (0.3 if i % 2 else 0.0) for i, lr in enumerate(LRS)]
+    result = suggest({"lr": LRS, "loss": [-v for v in jagged]}, evaluations_from(jagged, 1),
+                     RangeTestConfig(method="accuracy"))
+    assert result["readings"]["accuracy"]["ragged_lr"] is not None
+    assert result["readings"]["loss"]["ragged_lr"] is None  # one batch's loss is noisy by nature
+    off = suggest({"lr": LRS, "loss": [1.0] * 100}, evaluations_from(jagged, 1),
+                  RangeTestConfig(method="accuracy", ragged_fraction=None))
+    assert off["readings"]["accuracy"]["ragged_lr"] is None
+
+
 def test_a_curve_that_never_improves_gives_no_bounds() -> None:
     falling = [0.9 - 0.005 * i for i in range(100)]
     assert read_bounds_off(LRS, falling, higher_is_better=True, rise_fraction=0.1, smooth_fraction=0.05) is None
@@ -132,6 +162,7 @@ def test_a_one_step_rise_falls_back_to_the_quarter_rule() -> None:
         ({"diverge_factor": 1.0}, "range_test.diverge_factor=1.0 must be above 1 (or null: never stop)"),
         ({"rise_fraction": 0.5}, "range_test.rise_fraction=0.5 must be in (0, 0.5)"),
         ({"eval_images": 0}, "range_test.eval_images=0 must be a positive integer"),
+        ({"ragged_fraction": 1.0}, "range_test.ragged_fraction=1.0 must be in (0, 1) (or null: off)"),
     ],
 )
 def test_bad_settings(fields: dict, message: str) -> None:
