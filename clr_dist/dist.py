@@ -125,6 +125,8 @@ class StopFlag:
         self.device = device
         self.received: int | None = None
         self.pending: tuple[torch.cuda.Event | None, torch.Tensor] | None = None
+        # Where the sum lands on the host: pinned, so the copy can be queued without a wait.
+        self.host = torch.zeros(1, dtype=torch.int64, pin_memory=True) if device.type == "cuda" else None
         self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def _handle(self, signum: int, frame: object) -> None:
@@ -140,14 +142,15 @@ class StopFlag:
             if done is not None:
                 done.synchronize()
             agreed = bool(host.item())
-        flag = torch.tensor([int(self.received is not None)], device=self.device)
+        # Filled on the device: torch.tensor([...], device=cuda) would copy from pageable host
+        # memory, and such a copy waits for the stream, a host sync every step.
+        flag = torch.full((1,), int(self.received is not None), dtype=torch.int64, device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.SUM, async_op=True).wait()  # CUDA: orders streams only
-        if self.device.type == "cuda":
-            host = torch.empty(1, dtype=flag.dtype, pin_memory=True)
-            host.copy_(flag, non_blocking=True)
+        if self.host is not None:  # read at the previous call, so free to overwrite
+            self.host.copy_(flag, non_blocking=True)
             done = torch.cuda.Event()
             done.record()
-            self.pending = (done, host)
+            self.pending = (done, self.host)
         else:
             self.pending = (None, flag)
         return agreed
