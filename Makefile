@@ -1,13 +1,15 @@
 # make setup  - .venv with clr_dist and everything it needs (torch, torchvision, timm, hydra, DALI, wandb)
 # make demo   - AlexNet, triangular CLR, 2 torchrun processes on the embedded dataset (CPU is fine)
-# make test   - the test suite (fast unit tests and real multi-process runs); installs Debian test data
+# make test   - lint, then the test suite (fast unit tests and real multi-process runs); installs Debian test data
+# make test-fast - lint and the unit tests only (under a minute)
+# make lint   - ruff: the linter and the formatter's check (make format applies the formatter)
 # make deps   - Debian packages the tests use (Fashion-MNIST), when run as root
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clr_dist-installed
 
-.PHONY: setup deps demo test test-fast clean
+.PHONY: setup deps demo lint format test test-fast clean
 
 setup: $(STAMP)
 
@@ -24,11 +26,19 @@ deps:
 demo: setup
 	VENV=$(VENV) bash launch/demo.sh
 
-test: setup deps
+lint: setup
+	$(BIN)/ruff check clr_dist tests bench
+	$(BIN)/ruff format --check clr_dist tests bench
+
+format: setup
+	$(BIN)/ruff check --fix clr_dist tests bench
+	$(BIN)/ruff format clr_dist tests bench
+
+test: setup deps lint
 	$(BIN)/python -m pytest
 
-# Unit tests only (seconds): skips the real multi-process runs.
-test-fast: setup
+# Lint and the unit tests (under a minute): skips everything that starts a process or trains.
+test-fast: setup lint
 	$(BIN)/python -m pytest -m "not slow"
 
 clean:

@@ -78,10 +78,17 @@ def main() -> None:
         if not args.root:
             make_demo_dataset(root, train_per_class=200, val_per_class=1, image_size=int(args.image_size * 1.15))
         classes = len(check_image_folder(root).classes)
-        common = [f"data.batch_size={args.batch_size}", f"data.image_size={args.image_size}",
-                  f"data.val_resize={args.image_size}", f"trainer.precision={args.precision}",
-                  "schedule=fixed", "schedule.base_lr=0.001", "logger.mode=disabled", "logger.progress_bar=false",
-                  "trainer.save_checkpoints=false"]
+        common = [
+            f"data.batch_size={args.batch_size}",
+            f"data.image_size={args.image_size}",
+            f"data.val_resize={args.image_size}",
+            f"trainer.precision={args.precision}",
+            "schedule=fixed",
+            "schedule.base_lr=0.001",
+            "logger.mode=disabled",
+            "logger.progress_bar=false",
+            "trainer.save_checkpoints=false",
+        ]
         sides = {
             "dali": ["data=imagenet", f"data.root={root}", "data.loader=dali", f"data.workers={args.workers}"],
             "synthetic": ["data=synthetic", f"data.synthetic_classes={classes}"],
@@ -91,15 +98,20 @@ def main() -> None:
             results[model] = {side: [] for side in sides}
             for repeat in range(args.repeats):
                 for side in sides if repeat % 2 == 0 else reversed(sides):
-                    overrides = [f"model={model}" if (REPO / "conf/model" / f"{model}.yaml").exists()
-                                 else f"model.name={model}", *common, *sides[side]]
+                    overrides = [
+                        f"model={model}" if (REPO / "conf/model" / f"{model}.yaml").exists() else f"model.name={model}",
+                        *common,
+                        *sides[side],
+                    ]
                     value = train_images_per_sec(overrides, args, Path(tmp) / "runs" / f"{model}-{side}-{repeat}")
                     results[model][side].append(value)
                     print(f"  {model} repeat {repeat + 1} {side:>9}: {value:9.1f} images/s", flush=True)
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.machine()
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {device}, torch {torch.__version__}, "
-          f"batch {args.batch_size}, {args.image_size}px, precision {args.precision}, {args.workers} DALI threads")
+    print(
+        f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {device}, torch {torch.__version__}, "
+        f"batch {args.batch_size}, {args.image_size}px, precision {args.precision}, {args.workers} DALI threads"
+    )
     print(f"{'model':>10} {'dali img/s':>11} {'synthetic img/s':>16} {'ratio':>6}")
     for model, sides_ in results.items():
         dali, synthetic = statistics.median(sides_["dali"]), statistics.median(sides_["synthetic"])

@@ -36,8 +36,15 @@ WARMUP = 5
 
 
 def images_per_sec(loader_name: str, root: Path, classes: list[str], args: argparse.Namespace) -> float:
-    cfg = DataConfig(root=str(root), loader=loader_name, batch_size=args.batch_size, image_size=224,
-                     val_resize=256, crop_scale=(0.08, 1.0), workers=args.threads)
+    cfg = DataConfig(
+        root=str(root),
+        loader=loader_name,
+        batch_size=args.batch_size,
+        image_size=224,
+        val_resize=256,
+        crop_scale=(0.08, 1.0),
+        workers=args.threads,
+    )
     info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     cls = DaliLoaders if loader_name == "dali" else TorchvisionLoaders
     data = cls(cfg, info, seed=0, classes=classes)
@@ -69,11 +76,17 @@ def main() -> None:
             for name in ("torchvision", "dali") if r % 2 == 0 else ("dali", "torchvision"):
                 results[name].append(images_per_sec(name, root, classes, args))
                 print(f"  repeat {r + 1} {name:>11}: {results[name][-1]:7.1f} images/s", flush=True)
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
-          f"{args.threads} threads, batch {args.batch_size}, {args.image_size}px JPEGs -> 224 crops")
+    print(
+        f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+        f"{args.threads} threads, batch {args.batch_size}, {args.image_size}px JPEGs -> 224 crops"
+    )
     for name, values in results.items():
-        print(f"{name:>11}: median {statistics.median(values):7.1f} images/s (min {min(values):.1f}, max {max(values):.1f})")
-    print(f"ratio dali/torchvision: {statistics.median(results['dali']) / statistics.median(results['torchvision']):.2f}")
+        print(
+            f"{name:>11}: median {statistics.median(values):7.1f} images/s (min {min(values):.1f}, max {max(values):.1f})"
+        )
+    print(
+        f"ratio dali/torchvision: {statistics.median(results['dali']) / statistics.median(results['torchvision']):.2f}"
+    )
 
 
 if __name__ == "__main__":

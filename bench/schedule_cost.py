@@ -41,8 +41,12 @@ def _optimizer() -> torch.optim.SGD:
 
 
 def time_clr_dist(policy: str, steps: int) -> float:
-    schedule = build_schedule(ScheduleConfig(policy=policy, base_lr=0.001, max_lr=0.006, stepsize=2000,
-                                             gamma=0.99994 if "exp" in policy else 1.0), None).schedule
+    schedule = build_schedule(
+        ScheduleConfig(
+            policy=policy, base_lr=0.001, max_lr=0.006, stepsize=2000, gamma=0.99994 if "exp" in policy else 1.0
+        ),
+        None,
+    ).schedule
     optimizer = _optimizer()
     start = time.perf_counter_ns()
     for step in range(steps):
@@ -54,8 +58,14 @@ def time_clr_dist(policy: str, steps: int) -> float:
 def time_cyclic_lr(mode: str, steps: int) -> float:
     optimizer = _optimizer()
     scheduler = torch.optim.lr_scheduler.CyclicLR(
-        optimizer, base_lr=0.001, max_lr=0.006, step_size_up=2000, mode=mode,
-        gamma=0.99994 if mode == "exp_range" else 1.0, cycle_momentum=False)
+        optimizer,
+        base_lr=0.001,
+        max_lr=0.006,
+        step_size_up=2000,
+        mode=mode,
+        gamma=0.99994 if mode == "exp_range" else 1.0,
+        cycle_momentum=False,
+    )
     start = time.perf_counter_ns()
     for _ in range(steps):
         scheduler.step()
@@ -70,16 +80,17 @@ def main() -> None:
     torch.set_num_threads(1)
     # CyclicLR warns when stepped before any optimizer.step(); irrelevant to its cost.
     warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-    print(f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats")
+    print(
+        f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats"
+    )
     print(f"{'policy':<22}{'clr_dist ns/step':>18}{'CyclicLR ns/step':>18}{'ratio':>8}")
     for policy, mode in CASES.items():
         ours, theirs = [], []
+        pair = [(ours, time_clr_dist, policy), (theirs, time_cyclic_lr, mode)]
         for r in range(args.repeats):
-            pair = [lambda: ours.append(time_clr_dist(policy, args.steps)),
-                    lambda: theirs.append(time_cyclic_lr(mode, args.steps))]
-            for run in (pair if r % 2 == 0 else pair[::-1]):
-                run()
+            for times, timer, name in pair if r % 2 == 0 else pair[::-1]:  # alternate which runs first
+                times.append(timer(name, args.steps))
         a, b = statistics.median(ours), statistics.median(theirs)
         print(f"{policy:<22}{a:>18.0f}{b:>18.0f}{a / b:>8.2f}")
 

@@ -47,8 +47,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -71,7 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="first steps of each run left out of the timing")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side (median reported)")
-    parser.add_argument("--data-root", default=None, help="an ImageNet-layout folder (default: a fresh demo set in a temp dir)")
+    parser.add_argument(
+        "--data-root", default=None, help="an ImageNet-layout folder (default: a fresh demo set in a temp dir)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. logger.log_every=10")
     args = parser.parse_args()
@@ -106,9 +108,17 @@ def compose_config(args: argparse.Namespace, data_root: str) -> TrainConfig:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = clr_config.to_object(compose("train", overrides=overrides + list(args.overrides)))
     s = cfg.schedule
-    if (s.policy, s.shape, s.step_ratio, s.warmup_steps, s.momentum_cycle) != ("triangular", "triangular", 0.5, 0, False):
-        sys.exit("trainer_overhead: the bare loop implements the plain triangular policy only "
-                 "(schedule.policy=triangular, default shape/step_ratio, no warmup or momentum cycling)")
+    if (s.policy, s.shape, s.step_ratio, s.warmup_steps, s.momentum_cycle) != (
+        "triangular",
+        "triangular",
+        0.5,
+        0,
+        False,
+    ):
+        sys.exit(
+            "trainer_overhead: the bare loop implements the plain triangular policy only "
+            "(schedule.policy=triangular, default shape/step_ratio, no warmup or momentum cycling)"
+        )
     if cfg.trainer.grad_accum_steps != 1:
         sys.exit("trainer_overhead: the bare loop takes one batch per step; use trainer.grad_accum_steps=1")
     return cfg
@@ -116,7 +126,7 @@ def compose_config(args: argparse.Namespace, data_root: str) -> TrainConfig:
 
 def triangular_lr(step: int, base_lr: float, max_lr: float, stepsize: int) -> float:
     """Smith (2015) §3.1 in closed form, as a user writing the loop by hand would."""
-    cycle = (1 + step // (2 * stepsize))
+    cycle = 1 + step // (2 * stepsize)
     x = abs(step / stepsize - 2 * cycle + 1)
     return base_lr + (max_lr - base_lr) * max(0.0, 1.0 - x)
 
@@ -165,17 +175,23 @@ def time_bare(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
     model = build_model(cfg.model.name, len(data.classes), dict(cfg.model.kwargs))
     if not all(torch.equal(a, b) for a, b in zip(model.parameters(), donor.model.parameters())):
         raise RuntimeError("the bare model's initial weights differ from the trainer's: seeding is not the same")
-    lrs = [triangular_lr(step, cfg.schedule.base_lr, cfg.schedule.max_lr, cfg.schedule.stepsize)
-           for step in range(cfg.trainer.max_steps)]
+    lrs = [
+        triangular_lr(step, cfg.schedule.base_lr, cfg.schedule.max_lr, cfg.schedule.stepsize)
+        for step in range(cfg.trainer.max_steps)
+    ]
     if any(abs(lr - donor.schedule.lr(step)) > 1e-12 for step, lr in enumerate(lrs)):
         raise RuntimeError("the bare loop's closed-form LRs differ from the trainer's schedule")
     s, o = cfg.schedule, cfg.optimizer
     optimizer = torch.optim.SGD(model.parameters(), lr=s.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    settings = [{k: v for k, v in group.items() if k not in ("params", "lr")}
-                for group in (optimizer.param_groups[0], donor.optimizer.param_groups[0])]
+    settings = [
+        {k: v for k, v in group.items() if k not in ("params", "lr")}
+        for group in (optimizer.param_groups[0], donor.optimizer.param_groups[0])
+    ]
     if type(donor.optimizer) is not torch.optim.SGD or settings[0] != settings[1]:
-        raise RuntimeError(f"the trainer's optimizer ({type(donor.optimizer).__name__} {settings[1]}) is not "
-                           f"the bare loop's SGD {settings[0]}; use optimizer=sgd with the default momentum style")
+        raise RuntimeError(
+            f"the trainer's optimizer ({type(donor.optimizer).__name__} {settings[1]}) is not "
+            f"the bare loop's SGD {settings[0]}; use optimizer=sgd with the default momentum style"
+        )
     with contextlib.redirect_stdout(io.StringIO()):  # its console writer's closing table
         donor.close()
     del donor
@@ -238,10 +254,12 @@ def main() -> None:
         s = cfg.schedule
         timed_steps = cfg.trainer.max_steps - args.warmup
         images = timed_steps * cfg.data.batch_size
-        print(f"model={cfg.model.name} batch={cfg.data.batch_size} steps={cfg.trainer.max_steps} "
-              f"(first {args.warmup} untimed) threads={torch.get_num_threads()} workers={cfg.data.workers} "
-              f"log_every={cfg.logger.log_every} lr=triangular {s.base_lr}->{s.max_lr} stepsize={s.stepsize}",
-              flush=True)
+        print(
+            f"model={cfg.model.name} batch={cfg.data.batch_size} steps={cfg.trainer.max_steps} "
+            f"(first {args.warmup} untimed) threads={torch.get_num_threads()} workers={cfg.data.workers} "
+            f"log_every={cfg.logger.log_every} lr=triangular {s.base_lr}->{s.max_lr} stepsize={s.stepsize}",
+            flush=True,
+        )
 
         seconds: dict[str, list[float]] = {"trainer": [], "bare": []}
         loads: dict[str, list[float]] = {"trainer": [], "bare": []}
@@ -257,8 +275,11 @@ def main() -> None:
                 step_times[side].extend(steps_taken)
                 # The machine may be shared: the 1-minute load average after each run shows it.
                 loads[side].append(round(os.getloadavg()[0], 2))
-                print(f"  repeat {repeat + 1}/{args.repeats} {side:>7}: {elapsed:7.2f} s  "
-                      f"{images / elapsed:8.1f} images/s  (load average {loads[side][-1]:.2f})", flush=True)
+                print(
+                    f"  repeat {repeat + 1}/{args.repeats} {side:>7}: {elapsed:7.2f} s  "
+                    f"{images / elapsed:8.1f} images/s  (load average {loads[side][-1]:.2f})",
+                    flush=True,
+                )
                 gc.collect()
 
     rates = {side: summary([images / t for t in ts]) for side, ts in seconds.items()}
@@ -275,25 +296,41 @@ def main() -> None:
         r = rates[side]
         print(f"{side:<10}{r['median']:>22.1f}{r['min']:>9.1f}{r['max']:>9.1f}{step_rates[side]:>15.1f}")
     print(f"{'ratio trainer/bare':<18}{ratio:>14.3f}{'':>18}{step_ratio:>15.3f}")
-    print(f"timed: {timed_steps} steps x {cfg.data.batch_size} images per run, {args.repeats} runs per side; "
-          "includes data loading, forward/backward/SGD step, LR setting, logging syncs; "
-          "excludes construction, fit() start-up, warm-up steps, validation")
+    print(
+        f"timed: {timed_steps} steps x {cfg.data.batch_size} images per run, {args.repeats} runs per side; "
+        "includes data loading, forward/backward/SGD step, LR setting, logging syncs; "
+        "excludes construction, fit() start-up, warm-up steps, validation"
+    )
 
     if args.json is not None:
         record = {
             "benchmark": "trainer_overhead",
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": shlex.join([sys.executable, *sys.argv]),
-            "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(),
-                        "arch": platform.machine(), "torch_threads": torch.get_num_threads()},
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torchvision": __import__("torchvision").__version__,
-                         "timm": __import__("timm").__version__},
-            "settings": {"model": cfg.model.name, "batch_size": cfg.data.batch_size,
-                         "steps": cfg.trainer.max_steps, "warmup_steps": args.warmup,
-                         "timed_steps": timed_steps, "repeats": args.repeats,
-                         "log_every": cfg.logger.log_every, "workers": cfg.data.workers,
-                         "data_root": args.data_root or "demo set (temp dir)", "overrides": args.overrides},
+            "machine": {
+                "cpu_model": cpu_model(),
+                "cores": os.cpu_count(),
+                "arch": platform.machine(),
+                "torch_threads": torch.get_num_threads(),
+            },
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torchvision": __import__("torchvision").__version__,
+                "timm": __import__("timm").__version__,
+            },
+            "settings": {
+                "model": cfg.model.name,
+                "batch_size": cfg.data.batch_size,
+                "steps": cfg.trainer.max_steps,
+                "warmup_steps": args.warmup,
+                "timed_steps": timed_steps,
+                "repeats": args.repeats,
+                "log_every": cfg.logger.log_every,
+                "workers": cfg.data.workers,
+                "data_root": args.data_root or "demo set (temp dir)",
+                "overrides": args.overrides,
+            },
             "seconds": seconds,
             "load_average_after_run": loads,
             "step_seconds": step_times,

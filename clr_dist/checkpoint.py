@@ -12,7 +12,6 @@ renamed, so a file is either whole or absent; everything is loaded with ``weight
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 from clr_dist import dist
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError
+from clr_dist.files import atomic_open
 
 RANK_KEYS = ("rng", "data", "meter")  # the parts of Trainer.state_dict() that differ between ranks
 SHARED_FILE = "shared.pt"
@@ -33,17 +33,9 @@ def rank_file(rank: int) -> str:
 
 
 def atomic_save(obj: object, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
+    """``torch.save`` that leaves ``path`` whole or untouched, never torn."""
+    with atomic_open(path, "wb") as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
 
 
 def save(state: dict, meta: dict, directory: Path, info: DistInfo) -> None:
@@ -116,26 +108,35 @@ def load_latest(root: Path, info: DistInfo) -> Loaded | None:
         if not problems:
             return loaded
         if info.is_main:
-            print(f"clr-dist: checkpoint {path} cannot be read ({problems[0]}); trying the one before it",
-                  file=sys.stderr, flush=True)
+            print(
+                f"clr-dist: checkpoint {path} cannot be read ({problems[0]}); trying the one before it",
+                file=sys.stderr,
+                flush=True,
+            )
     return None
 
 
 def load_path(path: Path, info: DistInfo) -> Loaded:
     """The checkpoint folder the user named (``trainer.resume=PATH``)."""
     if not (path / SHARED_FILE).is_file():
-        raise ConfigError(f"trainer.resume={str(path)!r} is not a checkpoint folder (no {SHARED_FILE} in it); "
-                          f"give RUN_DIR/checkpoints/step-N, or trainer.resume=auto")
+        raise ConfigError(
+            f"trainer.resume={str(path)!r} is not a checkpoint folder (no {SHARED_FILE} in it); "
+            f"give RUN_DIR/checkpoints/step-N, or trainer.resume=auto"
+        )
     try:
         return _load(path, info.rank)
     except Exception as exc:
-        raise ConfigError(f"trainer.resume={str(path)!r} cannot be read ({type(exc).__name__}); "
-                          f"give another checkpoint, or trainer.resume=auto") from exc
+        raise ConfigError(
+            f"trainer.resume={str(path)!r} cannot be read ({type(exc).__name__}); "
+            f"give another checkpoint, or trainer.resume=auto"
+        ) from exc
 
 
 def check_compatible(saved: dict, now: dict, where: Path, allow_changes: bool) -> None:
     """Refuse to continue a run whose schedule, global batch or world size changed."""
-    changed = [f"{key}: {saved.get(key)!r} then, {value!r} now" for key, value in now.items() if saved.get(key) != value]
+    changed = [
+        f"{key}: {saved.get(key)!r} then, {value!r} now" for key, value in now.items() if saved.get(key) != value
+    ]
     if changed and not allow_changes:
         raise ConfigError(
             f"the checkpoint {where} was made with other settings ({'; '.join(changed)}); resuming would change "

@@ -6,6 +6,9 @@
     clr-dist data make-demo OUT                           write the embedded demo dataset
     clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
+
+Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
+not wait for torch, timm and DALI to load.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clr_dist.errors import UsageError
+from clr_dist.errors import ConfigError, UsageError, reported_as_one_line
 
 
 def _train(overrides: list[str]) -> None:
@@ -40,12 +43,10 @@ def compose(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from clr_dist import config
-    from clr_dist.errors import ConfigError
-    from clr_dist.train import CONF_DIR
 
     config.register()
     try:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
             return config.to_object(hydra_compose("train", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as exc:
         # Hydra's first line names the key and the problem; the rest is its search path.
@@ -74,19 +75,26 @@ def _make_demo(args: argparse.Namespace) -> None:
     from clr_dist.data.datasets import make_demo_dataset
 
     summary = make_demo_dataset(
-        args.out, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-        image_size=args.image_size, seed=args.seed,
+        args.out,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        image_size=args.image_size,
+        seed=args.seed,
     )
-    print(f"demo dataset at {args.out}: {len(summary.classes)} classes, "
-          f"{summary.train_count} train and {summary.val_count} val images")
+    print(
+        f"demo dataset at {args.out}: {len(summary.classes)} classes, "
+        f"{summary.train_count} train and {summary.val_count} val images"
+    )
 
 
 def _fashion_mnist(args: argparse.Namespace) -> None:
     from clr_dist.data.fashion_mnist import convert_fashion_mnist
 
     summary = convert_fashion_mnist(args.out, source=args.source, limit_per_class=args.limit_per_class)
-    print(f"Fashion-MNIST at {args.out}: {len(summary.classes)} classes, "
-          f"{summary.train_count} train and {summary.val_count} val images")
+    print(
+        f"Fashion-MNIST at {args.out}: {len(summary.classes)} classes, "
+        f"{summary.train_count} train and {summary.val_count} val images"
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -105,27 +113,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
-        "train", help="train a model; Hydra overrides follow (e.g. model=googlenet schedule.max_lr=0.026)",
+        "train",
+        help="train a model; Hydra overrides follow (e.g. model=googlenet schedule.max_lr=0.026)",
         add_help=False,
     )
     commands.add_parser(
-        "range-test", help="LR range test: sweep the LR upwards, suggest base_lr and max_lr; Hydra overrides follow",
+        "range-test",
+        help="LR range test: sweep the LR upwards, suggest base_lr and max_lr; Hydra overrides follow",
         add_help=False,
     )
     schedule = commands.add_parser(
-        "schedule", help="write the configured LR schedule, one row per step, and plot it",
+        "schedule",
+        help="write the configured LR schedule, one row per step, and plot it",
         description="Tabulate (step,lr,momentum,cycle) and plot the schedule that `clr-dist train` "
         "would use with the same overrides, for trainer.max_steps steps.",
     )
     schedule.add_argument("--csv", metavar="FILE", help="write step,lr,momentum,cycle rows here")
     schedule.add_argument("--png", metavar="FILE", help="plot LR (and momentum) over steps, cycle ends marked")
     schedule.add_argument(
-        "--steps-per-epoch", type=int, metavar="N",
+        "--steps-per-epoch",
+        type=int,
+        metavar="N",
         help="optimizer steps per epoch, for schedule.stepsize_epochs (default: counted from data.root)",
     )
     schedule.add_argument("overrides", nargs="*", help="Hydra overrides, as for `clr-dist train`")
     schedule.set_defaults(run=_schedule)
-    data = commands.add_parser("data", help="dataset tools").add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    data = commands.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True, metavar="TOOL"
+    )
     demo = data.add_parser("make-demo", help="write the embedded demo dataset (ImageNet folder layout)")
     demo.add_argument("out", help="output directory (reused if it already holds the same demo set)")
     demo.add_argument("--train-per-class", type=int, default=200, help="training images per class (default 200)")
@@ -133,15 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
     demo.set_defaults(run=_make_demo)
-    fmnist = data.add_parser("fashion-mnist", help="convert Debian's Fashion-MNIST (60k/10k) to the ImageNet folder layout")
+    fmnist = data.add_parser(
+        "fashion-mnist", help="convert Debian's Fashion-MNIST (60k/10k) to the ImageNet folder layout"
+    )
     fmnist.add_argument("out", help="output directory (reused if it already holds the same conversion)")
-    fmnist.add_argument("--limit-per-class", type=int, metavar="N", help="first N images per class and split (default: all)")
-    fmnist.add_argument("--source", default="/usr/share/datasets/fashion-mnist", metavar="DIR",
-                        help="folder with the IDX files (default: where apt-get install dataset-fashion-mnist puts them)")
+    fmnist.add_argument(
+        "--limit-per-class", type=int, metavar="N", help="first N images per class and split (default: all)"
+    )
+    fmnist.add_argument(
+        "--source",
+        default="/usr/share/datasets/fashion-mnist",
+        metavar="DIR",
+        help="folder with the IDX files (default: where apt-get install dataset-fashion-mnist puts them)",
+    )
     fmnist.set_defaults(run=_fashion_mnist)
     check = data.add_parser("check", help="decode every image; report problems and write clean file lists")
     check.add_argument("root", help="dataset root holding train/<class>/* and val/<class>/*")
-    check.add_argument("--out", metavar="DIR", help="where report.json, train.txt, val.txt go (default: ./<root name>-check)")
+    check.add_argument(
+        "--out", metavar="DIR", help="where report.json, train.txt, val.txt go (default: ./<root name>-check)"
+    )
     check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: all usable cores)")
     check.set_defaults(run=_check)
     return parser
@@ -155,11 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         hydra_commands[argv[0]](argv[1:])
         return
     args = build_parser().parse_args(argv)
-    try:
+    with reported_as_one_line(args.command):
         args.run(args)
-    except UsageError as exc:
-        print(f"clr-dist {args.command}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 The dataclasses are registered in Hydra's ConfigStore as the base of ``conf/train.yaml``, so a
 mistyped key (``trainer.max_step=10``) or a wrong type (``trainer.max_steps=ten``) fails while
-the config is composed, before any work starts. Checks that span several keys, or that need the
-data or the world size, live in ``validate`` and raise ConfigError with a one-line message.
+the config is composed, before any work starts. Checks of values and of keys that depend on each
+other live in ``clr_dist.checks``, which runs them all before the process group forms.
 """
 
 from __future__ import annotations
@@ -12,13 +12,18 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from clr_dist.bounds import read_bounds
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import ScheduleConfig
+
+# conf/ beside the package: train.yaml and its groups (model/, data/, schedule/, ...).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 @dataclass
@@ -176,13 +181,6 @@ class TrainConfig:
     range_test: RangeTestConfig = field(default_factory=RangeTestConfig)
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOADERS = ("torchvision", "dali")
-DALI_DEVICES = ("auto", "gpu", "cpu")
-OUTPUT_DTYPES = ("float32", "float16", "bfloat16")
-LOGGER_MODES = ("online", "offline", "disabled")
-
-
 def run_id() -> str:
     """The name of this job's run directory, the same on every rank and across restarts.
 
@@ -208,62 +206,6 @@ def register() -> None:
     if not OmegaConf.has_resolver("clr_run_id"):
         OmegaConf.register_new_resolver("clr_run_id", run_id, use_cache=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-
-
-def _check_choice(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(valid)}")
-
-
-def validate(cfg: TrainConfig, world_size: int) -> None:
-    """Checks that need more than one key or the world size; raise ConfigError on the first."""
-    _check_choice("trainer.precision", cfg.trainer.precision, PRECISIONS)
-    _check_choice("data.loader", cfg.data.loader, LOADERS)
-    _check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
-    _check_choice("data.dali_device", cfg.data.dali_device, DALI_DEVICES)
-    _check_choice("data.output_dtype", cfg.data.output_dtype, OUTPUT_DTYPES)
-    for key, value in (
-        ("trainer.max_steps", cfg.trainer.max_steps),
-        ("trainer.grad_accum_steps", cfg.trainer.grad_accum_steps),
-        ("data.batch_size", cfg.data.batch_size),
-        ("data.image_size", cfg.data.image_size),
-        ("logger.log_every", cfg.logger.log_every),
-        ("trainer.keep_checkpoints", cfg.trainer.keep_checkpoints),
-    ):
-        if value <= 0:
-            raise ConfigError(f"{key}={value} must be a positive integer")
-    if cfg.trainer.checkpoint_every is not None and cfg.trainer.checkpoint_every <= 0:
-        raise ConfigError(f"trainer.checkpoint_every={cfg.trainer.checkpoint_every} must be a positive "
-                          f"number of steps, or null (checkpoints only on a stop signal and at the end)")
-    if cfg.data.batch_size % world_size:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} (the global batch) does not divide evenly "
-            f"over {world_size} ranks; use a multiple of {world_size}"
-        )
-    if cfg.data.val_resize < cfg.data.image_size:
-        raise ConfigError(
-            f"data.val_resize={cfg.data.val_resize} is smaller than data.image_size="
-            f"{cfg.data.image_size}; the validation crop must fit inside the resized image"
-        )
-    low, high = cfg.data.crop_scale
-    if not 0 < low <= high <= 1:
-        raise ConfigError(f"data.crop_scale=[{low}, {high}] must satisfy 0 < low <= high <= 1 (shares of the image area)")
-    low, high = cfg.data.crop_ratio
-    if not 0 < low <= high:
-        raise ConfigError(f"data.crop_ratio=[{low}, {high}] must satisfy 0 < low <= high (width/height)")
-    if cfg.data.output_dtype != "float32" and cfg.data.loader != "dali" and cfg.data.name != "synthetic":
-        raise ConfigError(f"data.output_dtype={cfg.data.output_dtype} needs data.loader=dali; the {cfg.data.loader} loader gives float32")
-    if cfg.data.file_lists is not None:
-        if cfg.data.loader != "dali":
-            raise ConfigError(f"data.file_lists needs data.loader=dali (not {cfg.data.loader})")
-        for split in ("train", "val"):
-            if not os.path.isfile(os.path.join(cfg.data.file_lists, f"{split}.txt")):
-                raise ConfigError(
-                    f"data.file_lists={cfg.data.file_lists!r} has no {split}.txt; make the lists with "
-                    f"`clr-dist data check {cfg.data.root} --out DIR`"
-                )
-    if cfg.trainer.stop_after_cycles is not None and cfg.trainer.stop_after_cycles <= 0:
-        raise ConfigError(f"trainer.stop_after_cycles={cfg.trainer.stop_after_cycles} must be positive or null")
 
 
 def _reject_unknown_keys(node: Any, path: str) -> None:
@@ -292,7 +234,5 @@ def to_object(cfg: Any) -> TrainConfig:
     obj = OmegaConf.to_object(cfg)
     _reject_unknown_keys(obj, "")
     if obj.schedule.bounds_from:
-        from clr_dist.range_test import read_bounds
-
         obj.schedule.base_lr, obj.schedule.max_lr = read_bounds(obj.schedule.bounds_from)
     return obj  # type: ignore[return-value]

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from clr_dist.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -38,34 +40,34 @@ def resolve_device(preference: str, local_rank: int) -> torch.device:
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     if preference == "cuda":
         if not torch.cuda.is_available():
-            from clr_dist.errors import ConfigError
-
             raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
         return torch.device("cuda", local_rank)
     return torch.device(preference)
 
 
-def init(device_preference: str = "auto") -> DistInfo:
-    """Join the process group that torchrun (or srun) set up in the environment, if any.
-
-    Backend: nccl on CUDA, gloo on the CPU. Without RANK/WORLD_SIZE this is a single process and
-    no group is made.
-    """
+def local_info(device_preference: str = "auto") -> DistInfo:
+    """This process's rank, world size and device, from the environment torchrun (or srun) set
+    up; rank 0 of 1 without it. No communication: safe before the process group forms."""
     rank = int(os.environ.get("RANK", 0))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     device = resolve_device(device_preference, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+
+
+def init(info: DistInfo) -> None:
+    """Join the process group of ``info``'s world: nccl on CUDA, gloo on the CPU. Waits for
+    every rank (the rendezvous). Nothing to do for a single process. Every rank must call."""
+    if info.device.type == "cuda":
+        torch.cuda.set_device(info.device)
+    if info.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if info.device.type == "cuda" else "gloo"
         dist.init_process_group(
             backend=backend,
             timeout=timedelta(minutes=30),
-            device_id=device if device.type == "cuda" else None,
-            **_restart_store(rank, world_size),
+            device_id=info.device if info.device.type == "cuda" else None,
+            **_restart_store(info.rank, info.world_size),
         )
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
 def _restart_store(rank: int, world_size: int) -> dict:
@@ -76,8 +78,13 @@ def _restart_store(rank: int, world_size: int) -> dict:
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return {}
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
-                          is_master=False, timeout=timedelta(minutes=5))
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=False,
+        timeout=timedelta(minutes=5),
+    )
     return {"store": dist.PrefixStore(f"clr_dist/attempt_{attempt}", store), "rank": rank, "world_size": world_size}
 
 

@@ -4,6 +4,12 @@ The command line prints these as one line and exits with status 2, before any ex
 anything else is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
 
 class UsageError(Exception):
     """Bad input: the message names what was wrong and what to do."""
@@ -26,3 +32,17 @@ class Stopped(Exception):
     started again (the command line exits with ``EXIT_CODE``, which the sbatch script requeues)."""
 
     EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
+
+
+@contextlib.contextmanager
+def reported_as_one_line(command: str) -> Iterator[None]:
+    """A UsageError raised in the block becomes ``clr-dist COMMAND: error: ...`` on stderr and
+    exit status 2; a Stopped run says so and exits with ``Stopped.EXIT_CODE``."""
+    try:
+        yield
+    except UsageError as exc:
+        print(f"clr-dist {command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Stopped as exc:
+        print(f"clr-dist {command}: {exc}", file=sys.stderr)
+        sys.exit(Stopped.EXIT_CODE)

@@ -28,14 +28,18 @@ def _no_pretrained(name: str, pretrained: bool, kwargs: dict[str, Any]) -> None:
 
 
 @register_model
-def alexnet(pretrained: bool = False, num_classes: int = 1000, drop_rate: float = 0.5, **kwargs: Any) -> torch.nn.Module:
+def alexnet(
+    pretrained: bool = False, num_classes: int = 1000, drop_rate: float = 0.5, **kwargs: Any
+) -> torch.nn.Module:
     """AlexNet (Krizhevsky et al., 2012), torchvision's single-tower variant."""
     _no_pretrained("alexnet", pretrained, kwargs)
     return torchvision.models.AlexNet(num_classes=num_classes, dropout=drop_rate, **kwargs)
 
 
 @register_model
-def googlenet(pretrained: bool = False, num_classes: int = 1000, drop_rate: float = 0.2, **kwargs: Any) -> torch.nn.Module:
+def googlenet(
+    pretrained: bool = False, num_classes: int = 1000, drop_rate: float = 0.2, **kwargs: Any
+) -> torch.nn.Module:
     """GoogLeNet / Inception v1 (Szegedy et al., 2015) with both auxiliary classifiers."""
     _no_pretrained("googlenet", pretrained, kwargs)
     kwargs.setdefault("aux_logits", True)
@@ -44,7 +48,8 @@ def googlenet(pretrained: bool = False, num_classes: int = 1000, drop_rate: floa
 
 
 def check_model_name(name: str) -> None:
-    """Raise ConfigError, with the closest valid names, when timm does not know ``name``."""
+    """Raise ConfigError, with the closest valid names, when timm does not know ``name``
+    (alexnet and googlenet included: this module registered them)."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models() for all names"
@@ -52,8 +57,7 @@ def check_model_name(name: str) -> None:
 
 
 def build_model(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Any timm model by name, with a fresh ``num_classes`` head."""
-    check_model_name(name)
+    """Any timm model by name (``clr_dist.checks`` has checked it), with a fresh ``num_classes`` head."""
     return timm.create_model(name, pretrained=False, num_classes=num_classes, **(kwargs or {}))
 
 

@@ -6,12 +6,11 @@ The schedule owns the learning rate (and, if it cycles it, the momentum): ``set_
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
 from clr_dist.config import OptimizerConfig
-from clr_dist.errors import ConfigError
 
 
 class CaffeSGD(torch.optim.Optimizer):
@@ -55,36 +54,26 @@ def _sgd(cfg: OptimizerConfig, params: Iterable, lr: float) -> torch.optim.Optim
 OPTIMIZERS: dict[str, Callable[[OptimizerConfig, Iterable, float], torch.optim.Optimizer]] = {
     "sgd": _sgd,
     "nesterov": lambda cfg, params, lr: torch.optim.SGD(
-        params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True),
+        params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+    ),
     "adam": lambda cfg, params, lr: torch.optim.Adam(
-        params, lr=lr, betas=(cfg.momentum, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay),
+        params, lr=lr, betas=(cfg.momentum, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+    ),
     "rmsprop": lambda cfg, params, lr: torch.optim.RMSprop(
-        params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-    "adagrad": lambda cfg, params, lr: torch.optim.Adagrad(
-        params, lr=lr, eps=cfg.eps, weight_decay=cfg.weight_decay),
+        params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    ),
+    "adagrad": lambda cfg, params, lr: torch.optim.Adagrad(params, lr=lr, eps=cfg.eps, weight_decay=cfg.weight_decay),
     "adadelta": lambda cfg, params, lr: torch.optim.Adadelta(
-        params, lr=lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay),
+        params, lr=lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay
+    ),
 }
-MOMENTUM_STYLES = ("pytorch", "caffe")
 # Optimizers with no momentum term for a schedule to cycle.
 WITHOUT_MOMENTUM = frozenset({"adagrad", "adadelta"})
 
 
-def check_optimizer_config(cfg: OptimizerConfig) -> None:
-    """Raise ConfigError for a setting no optimizer can take (cheap: called before any work)."""
-    if cfg.name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer.name={cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
-    if cfg.momentum_style not in MOMENTUM_STYLES:
-        raise ConfigError(f"optimizer.momentum_style={cfg.momentum_style!r} is not one of: {', '.join(MOMENTUM_STYLES)}")
-    if cfg.momentum_style == "caffe" and cfg.name != "sgd":
-        raise ConfigError(f"optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not {cfg.name}")
-    if not 0 <= cfg.momentum < 1:
-        raise ConfigError(f"optimizer.momentum={cfg.momentum} must be in [0, 1)")
-
-
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The configured optimizer over ``model``'s parameters. The LR is overwritten every step."""
-    check_optimizer_config(cfg)
+    """The configured optimizer (``clr_dist.checks`` has checked ``cfg``) over ``model``'s
+    parameters. The LR is overwritten every step."""
     return OPTIMIZERS[cfg.name](cfg, model.parameters(), lr)
 
 

@@ -21,10 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
+import timm
 import torch
+import torchvision
+from tqdm import tqdm
 
+from clr_dist.bounds import format_suggestion
 from clr_dist.config import LoggerConfig
 from clr_dist.dist import DistInfo
+from clr_dist.files import atomic_write_text
+from clr_dist.plan import RunPlan
 
 
 @dataclass(frozen=True)
@@ -44,13 +51,13 @@ PEAK_FIELDS = [f.name for f in dataclasses.fields(CyclePeak)]
 
 def environment(info: DistInfo) -> dict[str, Any]:
     """Where the run came from: versions, git revision, world size, hardware."""
-    import hydra
-    import timm
-    import torchvision
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "timm": timm.__version__,
-                "hydra": hydra.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "hydra": hydra.__version__,
+    }
     for name, module in (("wandb", "wandb"), ("dali", "nvidia.dali")):
         try:
             versions[name] = __import__(module, fromlist=["__version__"]).__version__
@@ -58,13 +65,25 @@ def environment(info: DistInfo) -> dict[str, Any]:
             versions[name] = None
     source = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "--verify", "-q", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--verify", "-q", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         revision = head.stdout.strip() if head.returncode == 0 else None
-        dirty = bool(subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10,
-        ).stdout.strip()) if revision else None
+        dirty = (
+            bool(
+                subprocess.run(
+                    ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
+            )
+            if revision
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         revision, dirty = None, None
     if info.device.type == "cuda":
@@ -87,7 +106,7 @@ def environment(info: DistInfo) -> dict[str, Any]:
 class Writer:
     """One destination. Every method is optional."""
 
-    def start(self, config: dict[str, Any], env: dict[str, Any], resolved: dict[str, Any]) -> None: ...
+    def start(self, config: dict[str, Any], env: dict[str, Any], plan: RunPlan, start_step: int) -> None: ...
     def train(self, step: int, metrics: dict[str, float]) -> None: ...
     def peak(self, peak: CyclePeak, peaks: list[CyclePeak]) -> None: ...
     def evaluation(self, step: int, metrics: dict[str, float]) -> None: ...
@@ -102,9 +121,11 @@ class Reporter:
         self.writers = writers
         self.peaks: list[CyclePeak] = []
 
-    def start(self, config: dict[str, Any], env: dict[str, Any], resolved: dict[str, Any]) -> None:
+    def start(self, config: dict[str, Any], env: dict[str, Any], plan: RunPlan, start_step: int = 0) -> None:
+        """Open every writer: ``config`` as composed, ``env`` from ``environment()``, the run's
+        ``plan``, and the step it starts from (above 0 for a resumed run)."""
         for w in self.writers:
-            w.start(config, env, resolved)
+            w.start(config, env, plan, start_step)
 
     def train(self, step: int, metrics: dict[str, float]) -> None:
         for w in self.writers:
@@ -133,18 +154,19 @@ def best_peak(peaks: list[CyclePeak]) -> CyclePeak | None:
     return max(peaks, key=lambda p: (p.top1, -p.val_loss)) if peaks else None
 
 
-def rewrite(path: Path, text: str) -> None:
-    """Replace ``path``'s contents atomically: a reader sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def plan_record(plan: RunPlan, start_step: int) -> dict[str, Any]:
+    """The plan as the start record of ``metrics.jsonl`` and the W&B config hold it, under the key
+    ``resolved`` (the name runs logged before the plan had its own type use)."""
+    return {**dataclasses.asdict(plan), "start_step": start_step}
 
 
 def logged_through(path: Path) -> int:
     """The last step recorded in a ``metrics.jsonl`` (0: none)."""
     if not path.exists():
         return 0
-    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    steps = [
+        json.loads(line).get("step", 0) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")
+    ]
     return max(steps, default=0)
 
 
@@ -157,14 +179,17 @@ class JsonlWriter(Writer):
     def _write(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
 
-    def start(self, config, env, resolved) -> None:
-        if resolved.get("start_step") and self.path.exists():
+    def start(self, config, env, plan, start_step) -> None:
+        if start_step and self.path.exists():
             # A resumed run: what was logged after its checkpoint is logged again from here on.
-            keep = [line for line in self.path.read_text().splitlines(keepends=True)
-                    if line.endswith("\n") and json.loads(line).get("step", 0) <= resolved["start_step"]]
-            rewrite(self.path, "".join(keep))
+            keep = [
+                line
+                for line in self.path.read_text().splitlines(keepends=True)
+                if line.endswith("\n") and json.loads(line).get("step", 0) <= start_step
+            ]
+            atomic_write_text(self.path, "".join(keep))
         self.file = self.path.open("a", buffering=1)
-        self._write({"event": "start", "resolved": resolved, "environment": env})
+        self._write({"event": "start", "resolved": plan_record(plan, start_step), "environment": env})
 
     def train(self, step, metrics) -> None:
         self._write({"event": "train", "step": step, **metrics})
@@ -176,8 +201,14 @@ class JsonlWriter(Writer):
         self._write({"event": "eval", "step": step, **metrics})
 
     def range_test(self, result, png) -> None:
-        self._write({"event": "range_test", "suggestion": result["suggestion"], "readings": result["readings"],
-                     "stopped": result["stopped"]})
+        self._write(
+            {
+                "event": "range_test",
+                "suggestion": result["suggestion"],
+                "readings": result["readings"],
+                "stopped": result["stopped"],
+            }
+        )
 
     def close(self, peaks) -> None:
         if self.file is not None:
@@ -190,10 +221,10 @@ class PeaksCsvWriter(Writer):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def start(self, config, env, resolved) -> None:
-        if resolved.get("start_step") and self.path.exists():  # a resumed run: drop later peaks
+    def start(self, config, env, plan, start_step) -> None:
+        if start_step and self.path.exists():  # a resumed run: drop later peaks
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resolved["start_step"]]
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
             self._write(rows)
 
     def peak(self, peak, peaks) -> None:
@@ -204,16 +235,20 @@ class PeaksCsvWriter(Writer):
         writer = csv.DictWriter(buffer, fieldnames=PEAK_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        rewrite(self.path, buffer.getvalue())
+        atomic_write_text(self.path, buffer.getvalue())
 
 
 class WandbWriter(Writer):
-    """One W&B run per job. Its id is kept in the run directory so a restarted job continues it."""
+    """One W&B run per job. Its id is kept in the run directory so a restarted job continues it.
+
+    ``wandb`` is imported by the methods that use it: it takes a second or more to import, and a
+    run with ``logger.mode=disabled`` never needs it.
+    """
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir, self.run = cfg, run_dir, None
 
-    def start(self, config, env, resolved) -> None:
+    def start(self, config, env, plan, start_step) -> None:
         import wandb
 
         id_file = self.run_dir / "wandb_run_id"
@@ -227,7 +262,7 @@ class WandbWriter(Writer):
             dir=str(self.run_dir),
             id=run_id,
             resume="allow",
-            config={**config, "environment": env, "resolved": resolved},
+            config={**config, "environment": env, "resolved": plan_record(plan, start_step)},
         )
         # A resumed run logs again from its checkpoint's step. What this W&B run already holds
         # (up to the last step in metrics.jsonl, or W&B's own step online) is not logged twice,
@@ -248,8 +283,14 @@ class WandbWriter(Writer):
             return
         table = wandb.Table(columns=PEAK_FIELDS, data=[[getattr(p, f) for f in PEAK_FIELDS] for p in peaks])
         self.run.log(
-            {"cycle": peak.cycle, "val/top1": peak.top1, "val/top5": peak.top5,
-             "val/loss": peak.val_loss, "val/lr": peak.lr, "cycle_peaks": table},
+            {
+                "cycle": peak.cycle,
+                "val/top1": peak.top1,
+                "val/top5": peak.top5,
+                "val/loss": peak.val_loss,
+                "val/lr": peak.lr,
+                "cycle_peaks": table,
+            },
             step=peak.step,
         )
         best = best_peak(peaks)
@@ -265,8 +306,12 @@ class WandbWriter(Writer):
         curve = result["curve"]
         accuracy = {e["step"]: e["top1"] for e in result["evaluations"]}
         rows = [[s, lr, loss, accuracy.get(s)] for s, lr, loss in zip(curve["step"], curve["lr"], curve["loss"])]
-        self.run.log({"range_test/curve": wandb.Table(columns=["step", "lr", "loss", "top1"], data=rows),
-                      "range_test/plot": wandb.Image(str(png))})
+        self.run.log(
+            {
+                "range_test/curve": wandb.Table(columns=["step", "lr", "loss", "top1"], data=rows),
+                "range_test/plot": wandb.Image(str(png)),
+            }
+        )
         if result["suggestion"]:
             self.run.summary.update({f"range_test/{k}": v for k, v in result["suggestion"].items()})
         self.run.summary["range_test/stopped"] = result["stopped"] or ""
@@ -282,20 +327,29 @@ class ConsoleWriter(Writer):
     def __init__(self, progress_bar: bool) -> None:
         self.progress_bar, self.bar, self.job = progress_bar, None, "train"
 
-    def start(self, config, env, resolved) -> None:
-        from tqdm import tqdm
-
-        self.job = resolved.get("job", "train")
-        self.last_step = resolved.get("start_step", 0)
-        self.bar = tqdm(total=resolved["planned_steps"], initial=self.last_step, unit="step", dynamic_ncols=True,
-                        mininterval=1.0, disable=not self.progress_bar, file=sys.stderr)
-        self.bar.write("clr_dist: " + ", ".join(f"{k}={v}" for k, v in resolved.items()))
+    def start(self, config, env, plan, start_step) -> None:
+        self.job = plan.job
+        self.last_step = start_step
+        self.bar = tqdm(
+            total=plan.planned_steps,
+            initial=self.last_step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=1.0,
+            disable=not self.progress_bar,
+            file=sys.stderr,
+        )
+        self.bar.write("clr_dist: " + ", ".join(f"{k}={v}" for k, v in plan_record(plan, start_step).items()))
 
     def train(self, step, metrics) -> None:
         self.bar.update(step - self.last_step)
         self.last_step = step
-        self.bar.set_postfix(lr=f"{metrics['lr']:.4g}", loss=f"{metrics['loss']:.4f}",
-                             img_s=f"{metrics['images_per_sec']:.0f}", refresh=False)
+        self.bar.set_postfix(
+            lr=f"{metrics['lr']:.4g}",
+            loss=f"{metrics['loss']:.4f}",
+            img_s=f"{metrics['images_per_sec']:.0f}",
+            refresh=False,
+        )
 
     def peak(self, peak, peaks) -> None:
         self.bar.write(
@@ -307,8 +361,6 @@ class ConsoleWriter(Writer):
         self.bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     def range_test(self, result, png) -> None:
-        from clr_dist.range_test import format_suggestion
-
         self.bar.close()
         print(f"wrote {png.with_suffix('.json')} and {png}", flush=True)
         print(format_suggestion(result, png.with_suffix(".json")), flush=True)

@@ -1,7 +1,7 @@
 """The Trainer: owns the run state (step, epoch, peaks) and the loop.
 
-Everything the loop needs is built in ``__init__``, cheap checks first, so bad input fails
-before any data is read or any model is built. ``fit()`` reads top to bottom: set the LR from the
+``__init__`` checks the whole config first (``clr_dist.checks``), before the process group forms,
+so bad input fails before any rendezvous, data or model; then it builds what the loop needs. ``fit()`` reads top to bottom: set the LR from the
 schedule, take one optimizer step, log every ``logger.log_every`` steps, validate at cycle ends.
 """
 
@@ -13,39 +13,25 @@ import hashlib
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from clr_dist import checkpoint, dist
-from clr_dist.config import TrainConfig, validate
+from clr_dist.checks import validate
+from clr_dist.config import TrainConfig
 from clr_dist.data import build_loaders
-from clr_dist.errors import ConfigError, Stopped, TrainingDiverged
-from clr_dist.models import build_model, check_model_name, training_loss
-from clr_dist.optim import (
-    WITHOUT_MOMENTUM,
-    build_optimizer,
-    check_optimizer_config,
-    current_momentum,
-    set_lr,
-    set_momentum,
-)
-from clr_dist.reporting import CyclePeak, build_reporter, environment, rewrite
+from clr_dist.errors import Stopped, TrainingDiverged
+from clr_dist.files import atomic_write_text
+from clr_dist.models import build_model, training_loss
+from clr_dist.optim import build_optimizer, current_momentum, set_lr, set_momentum
+from clr_dist.plan import RunPlan, autocast_dtype, make_plan, steps_per_epoch
+from clr_dist.reporting import CyclePeak, build_reporter, environment
 from clr_dist.schedules import build_schedule
-
-
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None means fp32. ``auto`` is bf16 on CUDA when supported, else fp16; fp32 on the CPU."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("trainer.precision=fp16 needs CUDA; on the CPU use bf16 or fp32")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class ThroughputMeter:
@@ -96,91 +82,39 @@ class Trainer:
     keeps; the learning rate is never stored, it is ``schedule.lr(step)``.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.info = info = dist.init(cfg.trainer.device)
-        # Checks that need nothing built come first, so bad input costs no data or model work.
-        validate(cfg, info.world_size)
-        check_model_name(cfg.model.name)
-        check_optimizer_config(cfg.optimizer)
-        self.amp_dtype = _autocast_dtype(cfg.trainer.precision, info.device)
-        if cfg.data.output_dtype != "float32" and self.amp_dtype is None:
-            raise ConfigError(
-                f"data.output_dtype={cfg.data.output_dtype} needs mixed precision, and this run is fp32 "
-                f"(trainer.precision={cfg.trainer.precision} on {info.device}); set trainer.precision=bf16 "
-                f"or data.output_dtype=float32"
-            )
-        self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
+    def __init__(self, cfg: TrainConfig, run_dir: Path, job: str = "train") -> None:
+        """Check ``cfg``, join the process group, then build data, schedule, model, optimizer.
+        Every rank must call. ``job``: train, or range_test (``clr_dist.range_test``)."""
+        self.cfg, self.run_dir = cfg, run_dir
+        self.info = info = dist.local_info(cfg.trainer.device)
+        validate(cfg, info.world_size, info.device, job)  # bad input never waits for a rendezvous
+        dist.init(info)
         dist.seed_everything(cfg.trainer.seed, info.rank)
-
+        self.amp_dtype = autocast_dtype(cfg.trainer.precision, info.device)
+        self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
         self.data = build_loaders(cfg.data, info, cfg.trainer.seed, channels_last=self.channels_last)
-        accum = cfg.trainer.grad_accum_steps
-        steps_per_epoch = self.data.batches_per_epoch // accum
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"data.batch_size={cfg.data.batch_size} x trainer.grad_accum_steps={accum} is larger than "
-                f"the training set ({self.data.train_size} images); use a smaller batch"
-            )
-        resolved = build_schedule(cfg.schedule, steps_per_epoch)
-        if cfg.schedule.momentum_cycle and (cfg.optimizer.momentum == 0 or cfg.optimizer.name in WITHOUT_MOMENTUM):
-            raise ConfigError(
-                f"schedule.momentum_cycle=true but optimizer.name={cfg.optimizer.name} with "
-                f"optimizer.momentum={cfg.optimizer.momentum} has no momentum to cycle (cycling never "
-                f"turns it on); use an optimizer with momentum or leave momentum_cycle off"
-            )
-        self.schedule = resolved.schedule
-        self.planned_steps = self._planned_steps()
-        self.resolved = {
-            "world_size": info.world_size,
-            "device": str(info.device),
-            "precision": str(self.amp_dtype or torch.float32).removeprefix("torch."),
-            "global_batch": cfg.data.batch_size,
-            "per_rank_batch": cfg.data.batch_size // info.world_size,
-            "grad_accum_steps": accum,
-            "train_images": self.data.train_size,
-            "val_images": self.data.val_size,
-            "classes": len(self.data.classes),
-            "steps_per_epoch": steps_per_epoch,
-            "stepsize": resolved.stepsize,
-            "cycle_length": self.schedule.cycle_length,
-            "planned_steps": self.planned_steps,
-            "run_dir": str(run_dir),
-        }
-
-        model = build_model(cfg.model.name, len(self.data.classes), dict(cfg.model.kwargs)).to(info.device)
+        built = build_schedule(cfg.schedule, steps_per_epoch(cfg, self.data))
+        self.schedule = built.schedule
+        self.plan = make_plan(cfg, job, info, self.data, built, run_dir)
+        self.model = build_model(cfg.model.name, len(self.data.classes), dict(cfg.model.kwargs)).to(info.device)
         if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.ddp_model = dist.wrap_model(model, info)
-        self.optimizer = build_optimizer(cfg.optimizer, model, self.schedule.lr(0))
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ddp_model = dist.wrap_model(self.model, info)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, self.schedule.lr(0))
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
-
-        self.step = 0
-        self.epoch = 0
-        # The training losses since the last log; part of the run state (a resume mid-interval).
-        self.meter = ThroughputMeter(info.device, cfg.data.batch_size * accum)
+        self.step = self.epoch = 0
         self.evaluated_at: int | None = None
+        # The training losses since the last log; part of the run state (a resume mid-interval).
+        self.meter = ThroughputMeter(info.device, cfg.data.batch_size * cfg.trainer.grad_accum_steps)
         self.reporter = build_reporter(cfg.logger, run_dir, info)
-        resolved_config = OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
-        self.config_hash = hashlib.sha256(resolved_config.encode()).hexdigest()[:16]
+        config_yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg), sort_keys=True)
+        self.config_hash = hashlib.sha256(config_yaml.encode()).hexdigest()[:16]
 
-    def _planned_steps(self) -> int:
-        """``trainer.max_steps``, or earlier: the end of cycle ``trainer.stop_after_cycles``."""
-        max_steps, stop_after = self.cfg.trainer.max_steps, self.cfg.trainer.stop_after_cycles
-        if stop_after is None:
-            return max_steps
-        if self.schedule.next_cycle_end(0) is None:
-            raise ConfigError(
-                f"trainer.stop_after_cycles={stop_after} needs a cyclical schedule; "
-                f"schedule.policy={self.cfg.schedule.policy} has no cycles"
-            )
-        end: int | None = 0
-        for _ in range(stop_after):
-            end = self.schedule.next_cycle_end(end)
-            if end is None or end >= max_steps:
-                return max_steps
-        return end
+    def start_reporter(self, plan: RunPlan | None = None) -> None:
+        """Open the writers with the config, where the run came from and ``plan`` (this run's
+        own by default; the range test passes its sweep's length)."""
+        config = OmegaConf.to_container(OmegaConf.structured(self.cfg))
+        self.reporter.start(config, environment(self.info), plan or self.plan, self.step)
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -190,8 +124,7 @@ class Trainer:
         Raises Stopped after saving a checkpoint when a stop signal arrives on any rank.
         """
         log_every = self.cfg.logger.log_every
-        self.reporter.start(OmegaConf.to_container(OmegaConf.structured(self.cfg)), environment(self.info),
-                            {**self.resolved, "start_step": self.step})
+        self.start_reporter()
         batches = self.train_batches()
         meter = self.meter
         meter.restart_clock()
@@ -199,13 +132,13 @@ class Trainer:
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         stop = dist.StopFlag(self.info.device)
         try:
-            while self.step < self.planned_steps:
+            while self.step < self.plan.planned_steps:
                 lr, momentum = self._apply_schedule()
                 meter.add(self.train_step(batches))
                 if lr_log is not None:
                     self._record_lr(lr_log)
                 self.step += 1
-                if self.step % log_every == 0 or self.step == self.planned_steps:
+                if self.step % log_every == 0 or self.step == self.plan.planned_steps:
                     self._log_train(meter, lr, momentum)
                 with meter.paused():  # validation and checkpoints are not training throughput
                     self._validate_and_checkpoint_if_due(lr)
@@ -259,9 +192,11 @@ class Trainer:
         """Every rank, at the same step: checkpoint, mark the run stopped, raise Stopped."""
         self.save_checkpoint(checkpoint.periodic_name(self.step))
         self._mark_stopped(True)
-        raise Stopped(f"stopped by signal {signum or 'on another rank'} at step {self.step}; a checkpoint "
-                      f"is in {self.run_dir / 'checkpoints'}: run the same command again (same run "
-                      f"directory) to continue")
+        raise Stopped(
+            f"stopped by signal {signum or 'on another rank'} at step {self.step}; a checkpoint "
+            f"is in {self.run_dir / 'checkpoints'}: run the same command again (same run "
+            f"directory) to continue"
+        )
 
     def _mark_stopped(self, stopped: bool) -> None:
         """``RUN_DIR/stopped`` (the step) while a run stands stopped by a signal: what
@@ -277,7 +212,9 @@ class Trainer:
     def _record_lr(self, lr_log: TextIO) -> None:
         """The LR and momentum the optimizer held for this step, as it applied them."""
         momentum = current_momentum(self.optimizer)
-        lr_log.write(f"{self.step},{self.optimizer.param_groups[0]['lr']!r},{'' if momentum is None else repr(momentum)}\n")
+        lr_log.write(
+            f"{self.step},{self.optimizer.param_groups[0]['lr']!r},{'' if momentum is None else repr(momentum)}\n"
+        )
 
     def _validate_if_due(self, lr: float) -> CyclePeak | None:
         """At a cycle end: validate and report the peak (returned). Else every trainer.eval_every steps."""
@@ -300,10 +237,13 @@ class Trainer:
         path = self.run_dir / f"lr_rank{self.info.rank}.csv"
         rows = ["step,lr,momentum\n"]
         if self.step and path.exists():
-            whole = [row for row in path.read_text().splitlines(keepends=True)[1:]
-                     if row.endswith("\n") and row.count(",") == 2]  # not a row torn by a kill
+            whole = [
+                row
+                for row in path.read_text().splitlines(keepends=True)[1:]
+                if row.endswith("\n") and row.count(",") == 2
+            ]  # not a row torn by a kill
             rows += [row for row in whole if int(row.split(",")[0]) < self.step]
-        rewrite(path, "".join(rows))
+        atomic_write_text(path, "".join(rows))
         return path.open("a", buffering=1)  # a row a line, on disk as soon as written
 
     def train_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -362,12 +302,14 @@ class Trainer:
             logits = logits.float()
             k = min(5, logits.shape[1])
             hits = logits.topk(k, dim=1).indices == targets[:, None]
-            totals += torch.stack([
-                F.cross_entropy(logits, targets, reduction="sum").double(),
-                hits[:, 0].sum().double(),
-                hits.any(dim=1).sum().double(),
-                torch.full((), len(targets), dtype=torch.float64, device=self.info.device),  # no H2D copy
-            ])
+            totals += torch.stack(
+                [
+                    F.cross_entropy(logits, targets, reduction="sum").double(),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                    torch.full((), len(targets), dtype=torch.float64, device=self.info.device),  # no H2D copy
+                ]
+            )
         dist.all_reduce_sum(totals)
         self.model.train()
         loss, top1, top5, count = totals.tolist()
@@ -434,8 +376,11 @@ class Trainer:
         if not self.cfg.trainer.save_checkpoints or checkpoint.saved_at(root, self.step):
             return
         id_file = self.run_dir / "wandb_run_id"
-        meta = {"settings": self._settings(), "config_hash": self.config_hash,
-                "wandb_run_id": id_file.read_text().strip() if id_file.is_file() else None}
+        meta = {
+            "settings": self._settings(),
+            "config_hash": self.config_hash,
+            "wandb_run_id": id_file.read_text().strip() if id_file.is_file() else None,
+        }
         checkpoint.save(self.state_dict(), meta, root / name, self.info)
         if self.info.is_main:
             checkpoint.prune(root, self.cfg.trainer.keep_checkpoints)
@@ -454,8 +399,9 @@ class Trainer:
         if loaded is None:
             return
         meta = loaded.shared.pop("meta")
-        checkpoint.check_compatible(meta["settings"], self._settings(), loaded.directory,
-                                    self.cfg.trainer.resume_allow_changes)
+        checkpoint.check_compatible(
+            meta["settings"], self._settings(), loaded.directory, self.cfg.trainer.resume_allow_changes
+        )
         same_layout = loaded.rank is not None and meta["settings"]["world_size"] == self.info.world_size
         self.load_state_dict({**loaded.shared, **(loaded.rank if same_layout else {})})
         id_file = self.run_dir / "wandb_run_id"

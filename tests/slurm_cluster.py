@@ -40,8 +40,13 @@ def _start_munge(processes: list[subprocess.Popen]) -> None:
     for folder in ("/run/munge", "/var/log/munge", "/var/lib/munge"):
         os.makedirs(folder, exist_ok=True)
         shutil.chown(folder, "munge", "munge")
-    processes.append(subprocess.Popen(["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    processes.append(
+        subprocess.Popen(
+            ["runuser", "-u", "munge", "--", "/usr/sbin/munged", "--foreground"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     deadline = time.monotonic() + 20
     while subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
         if time.monotonic() > deadline:

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from clr_dist.schedules import POLICY_NAMES
-from tests.conftest import run_cli
+from tests.conftest import copy_tree, run_cli
+
+pytestmark = pytest.mark.slow  # every test starts `clr-dist` in a process of its own
 
 FAST = ["logger.mode=disabled", "trainer.max_steps=1", "data.workers=0", "data.batch_size=16"]
 
 
 def _layout_mismatch(tmp_path: Path, small_demo: Path) -> Path:
-    root = tmp_path / "mismatch"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "mismatch")
     shutil.rmtree(next((root / "val").iterdir()))
     return root
 
@@ -30,16 +31,31 @@ BAD_INPUTS = {
     "missing data directory": (lambda t, d: t / "nowhere", [], "does not exist or is not a directory"),
     "empty data directory": (_empty, [], "is empty; make one with `clr-dist data make-demo DIR`"),
     "class layout mismatch": (_layout_mismatch, [], "train and val class folders differ"),
-    "max_lr below base_lr": (lambda t, d: d, ["schedule.base_lr=0.01", "schedule.max_lr=0.001"],
-                             "schedule.max_lr=0.001 is below schedule.base_lr=0.01"),
-    "stepsize zero": (lambda t, d: d, ["schedule.stepsize=0", "schedule.stepsize_epochs=null"],
-                      "schedule.stepsize=0 must be a positive number of steps"),
-    "stepsize negative": (lambda t, d: d, ["schedule.stepsize=null", "schedule.stepsize_epochs=-2"],
-                          "schedule.stepsize_epochs=-2.0 must be positive"),
-    "unknown model": (lambda t, d: d, ["model.name=alexnett"],
-                      "unknown model.name='alexnett': not in timm's registry; did you mean: alexnet"),
-    "unknown policy": (lambda t, d: d, ["schedule.policy=triangel"],
-                       f"unknown schedule.policy='triangel'; valid policies: {', '.join(POLICY_NAMES)}"),
+    "max_lr below base_lr": (
+        lambda t, d: d,
+        ["schedule.base_lr=0.01", "schedule.max_lr=0.001"],
+        "schedule.max_lr=0.001 is below schedule.base_lr=0.01",
+    ),
+    "stepsize zero": (
+        lambda t, d: d,
+        ["schedule.stepsize=0", "schedule.stepsize_epochs=null"],
+        "schedule.stepsize=0 must be a positive number of steps",
+    ),
+    "stepsize negative": (
+        lambda t, d: d,
+        ["schedule.stepsize=null", "schedule.stepsize_epochs=-2"],
+        "schedule.stepsize_epochs=-2.0 must be positive",
+    ),
+    "unknown model": (
+        lambda t, d: d,
+        ["model.name=alexnett"],
+        "unknown model.name='alexnett': not in timm's registry; did you mean: alexnet",
+    ),
+    "unknown policy": (
+        lambda t, d: d,
+        ["schedule.policy=triangel"],
+        f"unknown schedule.policy='triangel'; valid policies: {', '.join(POLICY_NAMES)}",
+    ),
 }
 
 
@@ -47,8 +63,11 @@ BAD_INPUTS = {
 def test_bad_input_stops_before_training(case: str, tmp_path: Path, small_demo: Path) -> None:
     make_root, overrides, message = BAD_INPUTS[case]
     root = make_root(tmp_path, small_demo)
-    result = run_cli(["clr-dist", "train", "data=imagenet", f"data.root={root}", *FAST, *overrides],
-                     cwd=tmp_path, env={"CLR_DIST_RUN_ID": "bad"})
+    result = run_cli(
+        ["clr-dist", "train", "data=imagenet", f"data.root={root}", *FAST, *overrides],
+        cwd=tmp_path,
+        env={"CLR_DIST_RUN_ID": "bad"},
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("clr-dist train: error: ") and message in last, result.stderr[-2000:]
@@ -79,10 +98,23 @@ def test_make_demo_then_reuse(tmp_path: Path) -> None:
 
 def test_schedule_command_writes_the_configured_schedule(tmp_path: Path) -> None:
     csv_path, png_path = tmp_path / "s.csv", tmp_path / "s.png"
-    result = run_cli(["clr-dist", "schedule", "--csv", str(csv_path), "--png", str(png_path),
-                      "schedule=triangular", "schedule.base_lr=0.001", "schedule.max_lr=0.006",
-                      "schedule.stepsize=2000", "schedule.stepsize_epochs=null", "trainer.max_steps=8000"],
-                     cwd=tmp_path)
+    result = run_cli(
+        [
+            "clr-dist",
+            "schedule",
+            "--csv",
+            str(csv_path),
+            "--png",
+            str(png_path),
+            "schedule=triangular",
+            "schedule.base_lr=0.001",
+            "schedule.max_lr=0.006",
+            "schedule.stepsize=2000",
+            "schedule.stepsize_epochs=null",
+            "trainer.max_steps=8000",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     with csv_path.open() as f:
         rows = list(csv.DictReader(f))
@@ -101,12 +133,12 @@ def test_schedule_command_reports_bad_overrides(tmp_path: Path) -> None:
 
 
 def test_data_check_reports_a_corrupt_image_and_fails(tmp_path: Path, small_demo: Path) -> None:
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     bad = next((root / "val").rglob("*.JPEG"))
     bad.write_bytes(b"not a jpeg at all")
-    result = run_cli(["clr-dist", "data", "check", str(root), "--out", str(tmp_path / "report"), "--workers", "1"],
-                     cwd=tmp_path)
+    result = run_cli(
+        ["clr-dist", "data", "check", str(root), "--out", str(tmp_path / "report"), "--workers", "1"], cwd=tmp_path
+    )
     assert result.returncode == 1, result.stderr
     assert bad.name in result.stdout
     val_list = (tmp_path / "report" / "val.txt").read_text().splitlines()
@@ -114,9 +146,12 @@ def test_data_check_reports_a_corrupt_image_and_fails(tmp_path: Path, small_demo
 
 
 def test_fashion_mnist_without_the_package_says_how_to_install(tmp_path: Path) -> None:
-    result = run_cli(["clr-dist", "data", "fashion-mnist", str(tmp_path / "out"), "--source", str(tmp_path)],
-                     cwd=tmp_path)
+    result = run_cli(
+        ["clr-dist", "data", "fashion-mnist", str(tmp_path / "out"), "--source", str(tmp_path)], cwd=tmp_path
+    )
     assert result.returncode == 2
     line = result.stderr.strip()
-    assert line.startswith("clr-dist data: error: Fashion-MNIST file") and "apt-get install dataset-fashion-mnist" in line
+    assert (
+        line.startswith("clr-dist data: error: Fashion-MNIST file") and "apt-get install dataset-fashion-mnist" in line
+    )
     assert "\n" not in line

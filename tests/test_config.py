@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from clr_dist.config import run_id, validate
+from clr_dist.checks import validate
+from clr_dist.config import run_id
 from clr_dist.errors import ConfigError
 from tests.conftest import compose_train
 
 
 def test_defaults_compose_to_the_typed_schema() -> None:
     cfg = compose_train([])
-    assert (cfg.model.name, cfg.data.name, cfg.schedule.policy, cfg.optimizer.name) == ("alexnet", "demo", "triangular", "sgd")
+    assert (cfg.model.name, cfg.data.name, cfg.schedule.policy, cfg.optimizer.name) == (
+        "alexnet",
+        "demo",
+        "triangular",
+        "sgd",
+    )
     demo = compose_train(["experiment=demo"])
     assert (demo.schedule.base_lr, demo.schedule.max_lr, demo.trainer.stop_after_cycles) == (0.005, 0.02, 3)
 
@@ -47,21 +54,35 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
 @pytest.mark.parametrize(
     ("overrides", "world_size", "message"),
     [
-        (["data.batch_size=64"], 3, "data.batch_size=64 (the global batch) does not divide evenly over 3 ranks; use a multiple of 3"),
+        (
+            ["data.batch_size=64"],
+            3,
+            "data.batch_size=64 (the global batch) does not divide evenly over 3 ranks; use a multiple of 3",
+        ),
         (["trainer.precision=fp8"], 1, "trainer.precision='fp8' is not one of: auto, fp32, bf16, fp16"),
         (["data.loader=magic"], 1, "data.loader='magic' is not one of: torchvision, dali"),
         (["trainer.max_steps=0"], 1, "trainer.max_steps=0 must be a positive integer"),
         (["data.image_size=224", "data.val_resize=128"], 1, "data.val_resize=128 is smaller than data.image_size=224"),
         (["logger.mode=loud"], 1, "logger.mode='loud' is not one of: online, offline, disabled"),
-        (["data.loader=torchvision", "data.file_lists=/x"], 1, "data.file_lists needs data.loader=dali (not torchvision)"),
-        (["data.loader=dali", "data.file_lists=/nowhere"], 1,
-         "data.file_lists='/nowhere' has no train.txt; make the lists with `clr-dist data check data/demo --out DIR`"),
+        (
+            ["data.loader=torchvision", "data.file_lists=/x"],
+            1,
+            "data.file_lists needs data.loader=dali (not torchvision)",
+        ),
+        (
+            ["data.loader=dali", "data.file_lists=/nowhere"],
+            1,
+            "data.file_lists='/nowhere' has no train.txt; make the lists with `clr-dist data check data/demo --out DIR`",
+        ),
         (["trainer.checkpoint_every=0"], 1, "trainer.checkpoint_every=0 must be a positive number of steps, or null"),
         (["trainer.keep_checkpoints=0"], 1, "trainer.keep_checkpoints=0 must be a positive integer"),
         (["data.dali_device=tpu"], 1, "data.dali_device='tpu' is not one of: auto, gpu, cpu"),
         (["data.output_dtype=int8"], 1, "data.output_dtype='int8' is not one of: float32, float16, bfloat16"),
-        (["data.loader=torchvision", "data.output_dtype=float16"], 1,
-         "data.output_dtype=float16 needs data.loader=dali; the torchvision loader gives float32"),
+        (
+            ["data.loader=torchvision", "data.output_dtype=float16"],
+            1,
+            "data.output_dtype=float16 needs data.loader=dali; the torchvision loader gives float32",
+        ),
         (["data.crop_scale=[0.5,0.2]"], 1, "data.crop_scale=[0.5, 0.2] must satisfy 0 < low <= high <= 1"),
         (["data.crop_ratio=[0,1.5]"], 1, "data.crop_ratio=[0.0, 1.5] must satisfy 0 < low <= high (width/height)"),
     ],
@@ -69,7 +90,74 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
 def test_cross_key_checks(overrides: list[str], world_size: int, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate(compose_train(overrides), world_size)
-    assert message in str(info.value)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name=resnet5O"], "unknown model.name='resnet5O': not in timm's registry; did you mean: "),
+        (
+            ["optimizer.name=lamb"],
+            "unknown optimizer.name='lamb'; valid optimizers: sgd, nesterov, adam, rmsprop, adagrad, adadelta",
+        ),
+        (
+            ["optimizer=adam", "optimizer.momentum_style=caffe"],
+            "optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not adam",
+        ),
+        (["optimizer.momentum_style=keras"], "optimizer.momentum_style='keras' is not one of: pytorch, caffe"),
+        (["optimizer.momentum=1.0"], "optimizer.momentum=1.0 must be in [0, 1)"),
+        (["trainer.precision=fp16"], "trainer.precision=fp16 needs CUDA; on the CPU use bf16 or fp32"),
+        (
+            ["data.output_dtype=float16"],
+            "data.output_dtype=float16 needs mixed precision, and this run is fp32 "
+            "(trainer.precision=auto on cpu); set trainer.precision=bf16",
+        ),
+        (
+            ["schedule=fixed", "trainer.stop_after_cycles=2"],
+            "trainer.stop_after_cycles=2 needs a cyclical schedule; schedule.policy=fixed has no cycles",
+        ),
+        (["optimizer=adagrad", "schedule.momentum_cycle=true"], "has no momentum to cycle"),
+        (["optimizer.momentum=0", "schedule.momentum_cycle=true"], "has no momentum to cycle"),
+        (["schedule.max_lr=0.001"], "schedule.max_lr=0.001 is below schedule.base_lr=0.01"),
+        # A stepsize in epochs is checked without the data (only its length needs the data).
+        (["schedule.stepsize=null", "schedule.stepsize_epochs=-2"], "schedule.stepsize_epochs=-2.0 must be positive"),
+    ],
+)
+def test_checks_that_once_waited_for_the_data_and_the_model(overrides: list[str], message: str) -> None:
+    """What Trainer.__init__, the optimizer and the model builder used to check after the process
+    group formed and the data was read is now checked from the config alone, on the CPU."""
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train(overrides), 1, torch.device("cpu"))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_range_test_settings_are_checked_for_the_range_test_only() -> None:
+    cfg = compose_train(["range_test.start_lr=0.1", "range_test.end_lr=0.01"])
+    validate(cfg, 1)  # a training run does not read them
+    with pytest.raises(ConfigError, match=r"^range_test.start_lr=0.1 and end_lr=0.01: need 0 < start_lr < end_lr"):
+        validate(cfg, 1, job="range_test")
+    with pytest.raises(ConfigError, match=r"^job='sweep' is not one of: train, range_test$"):
+        validate(compose_train([]), 1, job="sweep")
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_fails_before_the_rendezvous(monkeypatch, tmp_path) -> None:
+    """Rank 0 of 2, its peer never started: joining the process group would wait for it (30
+    minutes). A bad setting must fail first, in this process, at once."""
+    from clr_dist.trainer import Trainer
+
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29599",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="data.batch_size=15 .* does not divide evenly over 2 ranks"):
+        Trainer(compose_train(["data.batch_size=15", "logger.mode=disabled"]), tmp_path / "run")
+    assert not torch.distributed.is_initialized()
 
 
 def test_run_id_is_shared_by_the_ranks_of_one_job(monkeypatch) -> None:

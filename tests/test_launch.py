@@ -19,14 +19,28 @@ def run_script(script: str, work: Path, env: dict, *overrides: str) -> subproces
     full_env = {**os.environ, "VENV": str(BIN.parent), "NPROC": "2", "CLR_DIST_RUNS_DIR": str(work / "runs"), **env}
     if "RUN_ID" in env:  # the run directory must come from torchrun's rendezvous id alone
         full_env.pop("CLR_DIST_RUN_ID", None)
-    return subprocess.run(["bash", str(REPO / "launch" / script), *overrides], cwd=work, env=full_env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["bash", str(REPO / "launch" / script), *overrides],
+        cwd=work,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def small_run(data: Path) -> list[str]:
-    return [f"data.root={data}", "data.batch_size=16", "model.name=test_resnet", "schedule.stepsize=3",
-            "schedule.stepsize_epochs=null", "trainer.stop_after_cycles=1", "trainer.save_checkpoints=false",
-            "logger.mode=disabled", "logger.progress_bar=false"]
+    return [
+        f"data.root={data}",
+        "data.batch_size=16",
+        "model.name=test_resnet",
+        "schedule.stepsize=3",
+        "schedule.stepsize_epochs=null",
+        "trainer.stop_after_cycles=1",
+        "trainer.save_checkpoints=false",
+        "logger.mode=disabled",
+        "logger.progress_bar=false",
+    ]
 
 
 def started(run_dir: Path) -> dict:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from clr_dist.errors import ConfigError
-from clr_dist.models import build_model, training_loss
+from clr_dist.models import build_model, check_model_name, training_loss
 
 
 @pytest.mark.parametrize("name", ["alexnet", "googlenet"])
@@ -32,7 +32,9 @@ def test_aux_losses_are_weighted() -> None:
     targets = torch.tensor([0, 2, 1])
     logits, aux2, aux1 = (torch.randn(3, 4) for _ in range(3))
     loss, main = training_loss((logits, aux2, aux1), targets, 0.3)
-    expected = F.cross_entropy(logits, targets) + 0.3 * (F.cross_entropy(aux2, targets) + F.cross_entropy(aux1, targets))
+    expected = F.cross_entropy(logits, targets) + 0.3 * (
+        F.cross_entropy(aux2, targets) + F.cross_entropy(aux1, targets)
+    )
     assert torch.allclose(loss, expected) and main is logits
     plain, _ = training_loss(logits, targets, 0.3)
     assert torch.allclose(plain, F.cross_entropy(logits, targets))
@@ -44,8 +46,11 @@ def test_any_timm_model_by_name() -> None:
 
 
 def test_unknown_model_suggests_close_names() -> None:
-    with pytest.raises(ConfigError, match=r"unknown model.name='resnet5O': not in timm's registry; did you mean: .*resnet50"):
-        build_model("resnet5O", 10)
+    with pytest.raises(
+        ConfigError, match=r"unknown model.name='resnet5O': not in timm's registry; did you mean: .*resnet50"
+    ):
+        check_model_name("resnet5O")
+    check_model_name("googlenet")  # registered by clr_dist.models
 
 
 def test_no_pretrained_weights() -> None:

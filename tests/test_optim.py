@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from clr_dist.checks import check_optimizer
 from clr_dist.config import OptimizerConfig
 from clr_dist.errors import ConfigError
 from clr_dist.optim import OPTIMIZERS, CaffeSGD, build_optimizer, current_momentum, set_lr, set_momentum
 from clr_dist.schedules import POLICY_NAMES
-from clr_dist.trainer import Trainer
-from tests.conftest import compose_train, quick_overrides
+from tests.conftest import closed_form_triangular
 
 
 def _trajectory(optimizer_cls, lrs: list[float], **kwargs) -> torch.Tensor:
@@ -41,7 +43,7 @@ def test_caffe_sgd_keeps_the_lr_in_the_velocity() -> None:
     for lr in lrs:
         set_lr(opt, lr)
         opt.zero_grad()
-        (w ** 2).sum().backward()  # g = 2w
+        (w**2).sum().backward()  # g = 2w
         opt.step()
         v = 0.9 * v + lr * (2 * expected_w + 0.1 * expected_w)
         expected_w -= v
@@ -50,9 +52,17 @@ def test_caffe_sgd_keeps_the_lr_in_the_velocity() -> None:
     assert not torch.allclose(_trajectory(CaffeSGD, lrs, momentum=0.9, weight_decay=0.1), pytorch, atol=1e-4)
 
 
-@pytest.mark.parametrize(("name", "cls"), [("sgd", torch.optim.SGD), ("nesterov", torch.optim.SGD),
-                                           ("adam", torch.optim.Adam), ("rmsprop", torch.optim.RMSprop),
-                                           ("adagrad", torch.optim.Adagrad), ("adadelta", torch.optim.Adadelta)])
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("sgd", torch.optim.SGD),
+        ("nesterov", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("rmsprop", torch.optim.RMSprop),
+        ("adagrad", torch.optim.Adagrad),
+        ("adadelta", torch.optim.Adadelta),
+    ],
+)
 def test_table_3_optimizers(name: str, cls: type) -> None:
     opt = build_optimizer(OptimizerConfig(name=name, momentum=0.8), torch.nn.Linear(2, 2), 0.1)
     assert type(opt) is cls
@@ -62,55 +72,137 @@ def test_table_3_optimizers(name: str, cls: type) -> None:
         assert current_momentum(opt) == 0.8
         set_momentum(opt, 0.85)
         assert current_momentum(opt) == 0.85
+    else:  # AdaGrad and AdaDelta have no momentum term
+        assert current_momentum(opt) is None
     if name == "adam":
         assert opt.param_groups[0]["betas"] == (0.85, 0.999)  # beta2 untouched
 
 
 def test_optimizer_errors() -> None:
-    model = torch.nn.Linear(2, 2)
-    with pytest.raises(ConfigError, match="unknown optimizer.name='lamb'; valid optimizers: sgd, nesterov, adam"):
-        build_optimizer(OptimizerConfig(name="lamb"), model, 0.1)
-    with pytest.raises(ConfigError, match="momentum_style=caffe applies to optimizer.name=sgd only, not adam"):
-        build_optimizer(OptimizerConfig(name="adam", momentum_style="caffe"), model, 0.1)
+    with pytest.raises(
+        ConfigError,
+        match="^unknown optimizer.name='lamb'; valid optimizers: sgd, nesterov, adam, rmsprop, adagrad, adadelta$",
+    ):
+        check_optimizer(OptimizerConfig(name="lamb"))
+    with pytest.raises(
+        ConfigError, match="^optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not adam$"
+    ):
+        check_optimizer(OptimizerConfig(name="adam", momentum_style="caffe"))
+    for name in OPTIMIZERS:
+        check_optimizer(OptimizerConfig(name=name))  # every optimizer of Table 3 passes with its defaults
 
 
-def test_momentum_cycling_never_turns_momentum_on(tmp_path: Path, small_demo: Path) -> None:
-    for optimizer in ("adagrad", "sgd optimizer.momentum=0"):
+def test_momentum_cycling_never_turns_momentum_on(small_demo: Path, make_trainer) -> None:
+    for optimizer in ("adagrad", "adadelta", "sgd optimizer.momentum=0", "rmsprop"):  # rmsprop's preset: 0
         name, *extra = optimizer.split()
         with pytest.raises(ConfigError, match="has no momentum to cycle"):
-            Trainer(compose_train(quick_overrides(small_demo, f"optimizer={name}", *extra,
-                                                  "schedule.momentum_cycle=true")), tmp_path / "run")
+            make_trainer(small_demo, f"optimizer={name}", *extra, "schedule.momentum_cycle=true")
 
 
-TINY = ["model.name=test_resnet", "trainer.max_steps=3", "logger.log_every=1", "schedule.stepsize=1",
-        "schedule.stepsize_epochs=null", "trainer.record_lr=true"]
+STEPS = 4
+TINY = [
+    "model.name=test_resnet",
+    f"trainer.max_steps={STEPS}",
+    "logger.log_every=1",
+    "schedule.stepsize=1",
+    "schedule.stepsize_epochs=null",
+    "trainer.record_lr=true",
+]
+# conf/schedule/*.yaml, with TINY's stepsize of 1 step where a policy takes one.
+BASE, TOP, GAMMA = 0.01, 0.06, 0.99994  # base_lr, max_lr and the per-step gamma of the presets
+TRIANGLE = [closed_form_triangular(step, BASE, TOP, 1) for step in range(STEPS)]  # 0.01, 0.06, 0.01, 0.06
+
+# The LR of updates 0..3 under each preset, worked out from the preset's numbers, not read from
+# the package's schedule objects.
+EXPECTED_LR: dict[str, list[float]] = {
+    "fixed": [BASE] * STEPS,
+    "triangular": TRIANGLE,
+    # Cycle 2 (updates 2, 3) has half the amplitude: its peak at update 3 is 0.01 + 0.05 / 2.
+    "triangular2": [0.01, 0.06, 0.01, 0.035],
+    # The paper's exp_range: both bounds decay, lr = (base + (max - base) tri) gamma^step.
+    "exp_range": [t * GAMMA**step for step, t in enumerate(TRIANGLE)],
+    # PyTorch's: only the amplitude decays, lr = base + (max - base) tri gamma^step.
+    "exp_range_amplitude": [0.01, 0.01 + 0.05 * GAMMA, 0.01, 0.01 + 0.05 * GAMMA**3],
+    "exp": [BASE * GAMMA**step for step in range(STEPS)],
+    # step: gamma 0.1 every stepsize (1) steps.
+    "step": [0.01, 0.001, 0.0001, 0.00001],
+    # multistep with milestones [1, 2] (set in the test), gamma 0.1: dropped from updates 1 and 2 on.
+    "multistep": [0.01, 0.001, 0.0001, 0.0001],
+    # decay: from max_lr down to base_lr over stepsize (1) steps, then base_lr.
+    "decay": [0.06, 0.01, 0.01, 0.01],
+    # one_cycle with total_steps 6: up 0.01 -> 0.06 -> back over updates 0..1, the cycle ends at
+    # 2; then (step - 1) / 4 of the way from base_lr to final_lr = 0.01 * 0.01 = 0.0001.
+    "one_cycle": [0.01, 0.06, 0.01 - 0.0099 / 4, 0.01 - 0.0099 / 2],
+    # cosine_restarts: base 0, max 0.06, cycles of 2 * stepsize = 2 steps, starting at max_lr:
+    # 0.06 (1 + cos(pi t / 2)) / 2 for t = 0, 1.
+    "cosine_restarts": [0.06, 0.03, 0.06, 0.03],
+    # multistage: Table 2's first stage (triangular2, 0.001 -> 0.005 over 2000 steps), so the LR
+    # rises by 0.004 / 2000 a step; TINY's stepsize does not reach into the stages.
+    "multistage": [0.001 + 0.004 * step / 2000 for step in range(STEPS)],
+}
 
 
-def _smoke(tmp_path: Path, data: Path, *overrides: str) -> list[float]:
-    cfg = compose_train(quick_overrides(data, *TINY, *overrides))
-    trainer = Trainer(cfg, tmp_path / "run")
+def lr_log(run_dir: Path) -> list[tuple[int, float, str]]:
+    """lr_rank0.csv as (step, lr, momentum column), the momentum column as written ('' when none)."""
+    rows = (run_dir / "lr_rank0.csv").read_text().splitlines()
+    assert rows[0] == "step,lr,momentum"
+    return [(int(step), float(lr), momentum) for step, lr, momentum in (row.split(",") for row in rows[1:])]
+
+
+def _smoke(tmp_path: Path, data: Path, make_trainer, *overrides: str) -> list[tuple[int, float, str]]:
+    """Train STEPS steps; every step's applied LR is recorded. Returns the lr_rank0.csv rows."""
+    trainer = make_trainer(data, *TINY, *overrides)
     trainer.fit()
-    trainer.close()
-    rows = (tmp_path / "run" / "lr_rank0.csv").read_text().splitlines()[1:]
-    applied = [float(r.split(",")[1]) for r in rows]
-    assert applied == [trainer.schedule.lr(step) for step in range(3)]  # the schedule drives every step
-    return applied
+    assert trainer.step == STEPS
+    rows = lr_log(tmp_path / "run")
+    assert [step for step, _, _ in rows] == list(range(STEPS))
+    losses = [
+        e
+        for e in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+        if e["event"] == "train"
+    ]
+    assert [e["step"] for e in losses] == list(range(1, STEPS + 1))
+    assert all(math.isfinite(e["loss"]) for e in losses)
+    return rows
 
 
-@pytest.mark.parametrize("policy", [p for p in POLICY_NAMES if p != "multistage"])
-def test_every_policy_trains(policy: str, tmp_path: Path, small_demo: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_every_policy_applies_its_closed_form_lr(policy: str, tmp_path: Path, small_demo: Path, make_trainer) -> None:
+    assert set(EXPECTED_LR) == set(POLICY_NAMES)  # a new policy needs its expected values here
     extra = {"one_cycle": ["schedule.total_steps=6"], "multistep": ["schedule.milestones=[1,2]"]}.get(policy, [])
-    _smoke(tmp_path, small_demo, f"schedule={policy}", *extra)
+    rows = _smoke(tmp_path, small_demo, make_trainer, f"schedule={policy}", *extra)
+    assert [lr for _, lr, _ in rows] == pytest.approx(EXPECTED_LR[policy], rel=1e-12, abs=1e-15)
+    # SGD (the default optimizer, momentum 0.9) with the momentum not cycled: 0.9 every step.
+    assert [momentum for _, _, momentum in rows] == ["0.9"] * STEPS
 
 
-def test_multistage_trains(tmp_path: Path, small_demo: Path) -> None:
-    _smoke(tmp_path, small_demo, "schedule=multistage")
+# (optimizer, extra overrides, expected momentum column). Cycled (sgd, nesterov, adam's beta1):
+# momentum = max_m - (max_m - base_m) * height with base_m 0.85, max_m 0.95 and the triangle's
+# height 0, 1, 0, 1 at updates 0..3 (stepsize 1). RMSprop's momentum is not cycled here: the
+# column holds optimizer.momentum (0.5, set below). AdaGrad and AdaDelta have none: empty.
+CYCLED = [0.95 - 0.1 * h for h in (0.0, 1.0, 0.0, 1.0)]
+MOMENTUM_CASES = {
+    "sgd": (["schedule.momentum_cycle=true"], CYCLED),
+    "nesterov": (["schedule.momentum_cycle=true"], CYCLED),
+    "adam": (["schedule.momentum_cycle=true"], CYCLED),
+    "rmsprop": (["optimizer.momentum=0.5", "schedule.momentum_cycle=false"], [0.5] * STEPS),
+    "adagrad": (["schedule.momentum_cycle=false"], [None] * STEPS),
+    "adadelta": (["schedule.momentum_cycle=false"], [None] * STEPS),
+}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_every_optimizer_trains_with_cycled_momentum_where_it_has_one(optimizer: str, tmp_path: Path, small_demo: Path) -> None:
-    cycled = optimizer in ("sgd", "nesterov", "adam")
-    _smoke(tmp_path, small_demo, f"optimizer={optimizer}", f"schedule.momentum_cycle={str(cycled).lower()}")
-    momenta = [r.split(",")[2] for r in (tmp_path / "run" / "lr_rank0.csv").read_text().splitlines()[1:]]
-    if cycled:
-        assert len(set(momenta)) > 1
+def test_every_optimizer_trains_with_cycled_momentum_where_it_has_one(
+    optimizer: str, tmp_path: Path, small_demo: Path, make_trainer
+) -> None:
+    assert set(MOMENTUM_CASES) == set(OPTIMIZERS)  # a new optimizer needs its expected column here
+    extra, expected = MOMENTUM_CASES[optimizer]
+    rows = _smoke(tmp_path, small_demo, make_trainer, f"optimizer={optimizer}", *extra)
+    assert [lr for _, lr, _ in rows] == pytest.approx(TRIANGLE, rel=1e-12)  # the default triangular preset
+    momenta = [None if column == "" else float(column) for _, _, column in rows]
+    if expected[0] is None:
+        assert momenta == expected
+    else:
+        assert momenta == pytest.approx(expected, rel=1e-12)

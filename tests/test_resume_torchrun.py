@@ -24,17 +24,35 @@ MAX_STEPS = 60
 def command(data: Path, *torchrun_flags: str) -> list[str]:
     # 240 images, 8 per rank: 15 steps an epoch, 4 epochs; cycles end at 10, 20, ...; a checkpoint
     # every 4 steps.
-    return [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", *torchrun_flags, "-m", "clr_dist.train",
-            f"data.root={data}", "data.batch_size=16", "data.workers=0", "model.name=resnet18",
-            "schedule.base_lr=0.01", "schedule.max_lr=0.1", "schedule.stepsize=5", "schedule.stepsize_epochs=null",
-            f"trainer.max_steps={MAX_STEPS}", "trainer.checkpoint_every=4", "trainer.record_lr=true",
-            "logger.log_every=2", "logger.mode=disabled", "logger.progress_bar=false"]
+    return [
+        str(BIN / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        *torchrun_flags,
+        "-m",
+        "clr_dist.train",
+        f"data.root={data}",
+        "data.batch_size=16",
+        "data.workers=0",
+        "model.name=resnet18",
+        "schedule.base_lr=0.01",
+        "schedule.max_lr=0.1",
+        "schedule.stepsize=5",
+        "schedule.stepsize_epochs=null",
+        f"trainer.max_steps={MAX_STEPS}",
+        "trainer.checkpoint_every=4",
+        "trainer.record_lr=true",
+        "logger.log_every=2",
+        "logger.mode=disabled",
+        "logger.progress_bar=false",
+    ]
 
 
 def launch(work: Path, run_id: str, cmd: list[str]) -> subprocess.Popen:
     env = {**os.environ, "CLR_DIST_RUNS_DIR": str(work / "runs"), "CLR_DIST_RUN_ID": run_id}
-    return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -64,8 +82,12 @@ def worker_pid(rank: int, run_id: str) -> int:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except (OSError, ValueError):
             continue
-        if b"clr_dist.train" in cmdline and f"RANK={rank}".encode() in environ \
-                and f"CLR_DIST_RUN_ID={run_id}".encode() in environ and b"LOCAL_RANK=" + str(rank).encode() in environ:
+        if (
+            b"clr_dist.train" in cmdline
+            and f"RANK={rank}".encode() in environ
+            and f"CLR_DIST_RUN_ID={run_id}".encode() in environ
+            and b"LOCAL_RANK=" + str(rank).encode() in environ
+        ):
             return int(entry.name)
     raise AssertionError(f"no worker of rank {rank} found")
 

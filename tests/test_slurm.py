@@ -10,14 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO
-
-
-def wandb_history(offline_run: Path) -> list[dict]:
-    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(offline_run)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
-    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    return [r["history"]["item"] for r in records if r.get("type") == "history"]
+from tests.conftest import BIN, REPO, wandb_history
 
 pytestmark = pytest.mark.slow
 
@@ -25,23 +18,39 @@ VENV = BIN.parent
 
 
 def sbatch(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **env, "VENV": str(VENV), "NPROC_PER_NODE": "2",
-                "CLR_DIST_RUNS_DIR": str(work / "runs")}
+    full_env = {**os.environ, **env, "VENV": str(VENV), "NPROC_PER_NODE": "2", "CLR_DIST_RUNS_DIR": str(work / "runs")}
     full_env.pop("CLR_DIST_RUN_ID", None)
-    return subprocess.run(["sbatch", "--parsable", f"--chdir={work}", "--cpus-per-task=2", *args],
-                          env=full_env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["sbatch", "--parsable", f"--chdir={work}", "--cpus-per-task=2", *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def overrides(data: Path, *extra: str) -> list[str]:
-    return [f"data.root={data}", "data.batch_size=16", "data.workers=0", "schedule.stepsize=5",
-            "schedule.stepsize_epochs=null", "trainer.checkpoint_every=4", "trainer.record_lr=true",
-            "logger.progress_bar=false", *extra]
+    return [
+        f"data.root={data}",
+        "data.batch_size=16",
+        "data.workers=0",
+        "schedule.stepsize=5",
+        "schedule.stepsize_epochs=null",
+        "trainer.checkpoint_every=4",
+        "trainer.record_lr=true",
+        "logger.progress_bar=false",
+        *extra,
+    ]
 
 
 def test_sbatch_trains_on_two_processes_and_finishes(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
-    result = sbatch(tmp_path, slurm_cluster, "--wait", str(REPO / "slurm" / "train.sbatch"),
-                    *overrides(small_demo, "model.name=test_resnet", "trainer.stop_after_cycles=2",
-                               "logger.mode=disabled"))
+    result = sbatch(
+        tmp_path,
+        slurm_cluster,
+        "--wait",
+        str(REPO / "slurm" / "train.sbatch"),
+        *overrides(small_demo, "model.name=test_resnet", "trainer.stop_after_cycles=2", "logger.mode=disabled"),
+    )
     job = result.stdout.strip().splitlines()[0]
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert result.returncode == 0, log[-3000:]
@@ -52,8 +61,9 @@ def test_sbatch_trains_on_two_processes_and_finishes(tmp_path: Path, small_demo:
 
 
 def squeue_state(job: str, env: dict) -> str:
-    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env={**os.environ, **env},
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%T"], env={**os.environ, **env}, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def wait_for(condition, seconds: float, what: str) -> None:
@@ -70,15 +80,25 @@ def start_requeued_job_soon(job: str, env: dict) -> None:
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now+2"], env={**os.environ, **env}, check=True)
 
 
-def test_the_time_limit_signal_checkpoints_and_the_script_requeues(tmp_path: Path, small_demo: Path,
-                                                                   slurm_cluster: dict) -> None:
+def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
+    tmp_path: Path, small_demo: Path, slurm_cluster: dict
+) -> None:
     """What --signal=TERM@120 does before the time limit, sent now with scancel: the torchrun
     agents pass SIGTERM to the workers, which stop together and save a checkpoint; the script
     sees the run stopped and requeues the job, which continues to the end."""
     env = {**os.environ, **slurm_cluster}
-    job = sbatch(tmp_path, slurm_cluster, str(REPO / "slurm" / "train.sbatch"),
-                 *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60",
-                            "trainer.checkpoint_every=100", "logger.mode=disabled")).stdout.strip()
+    job = sbatch(
+        tmp_path,
+        slurm_cluster,
+        str(REPO / "slurm" / "train.sbatch"),
+        *overrides(
+            small_demo,
+            "model.name=resnet18",
+            "trainer.max_steps=60",
+            "trainer.checkpoint_every=100",
+            "logger.mode=disabled",
+        ),
+    ).stdout.strip()
     run = tmp_path / "runs" / f"slurm-{job}"
     lr_log = run / "lr_rank0.csv"
     wait_for(lambda: lr_log.exists() and len(lr_log.read_text().splitlines()) > 8, 300, "no training")
@@ -96,11 +116,16 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(tmp_path: Pat
     assert not (run / "stopped").exists()
 
 
-def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path: Path, small_demo: Path,
-                                                                        slurm_cluster: dict) -> None:
+def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(
+    tmp_path: Path, small_demo: Path, slurm_cluster: dict
+) -> None:
     env = {**os.environ, **slurm_cluster}
-    result = sbatch(tmp_path, slurm_cluster, str(REPO / "slurm" / "train.sbatch"),
-                    *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60", "logger.mode=offline"))
+    result = sbatch(
+        tmp_path,
+        slurm_cluster,
+        str(REPO / "slurm" / "train.sbatch"),
+        *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60", "logger.mode=offline"),
+    )
     job = result.stdout.strip().splitlines()[0]
     run = tmp_path / "runs" / f"slurm-{job}"
     lr_log = run / "lr_rank0.csv"
@@ -131,15 +156,29 @@ def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(tmp_path
     assert steps == sorted(set(steps)) and steps[-1] == 60  # forward only, nothing logged twice
 
 
-def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
+def test_a_two_job_multirun_through_the_submitit_launcher(
+    tmp_path: Path, small_demo: Path, slurm_cluster: dict
+) -> None:
     result = subprocess.run(
-        [str(BIN / "clr-dist"), "train", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.timeout_min=10", "schedule.max_lr=0.02,0.04", "model.name=test_resnet",
-         *overrides(small_demo, "trainer.stop_after_cycles=1", "trainer.save_checkpoints=false",
-                    "logger.mode=disabled")],
-        cwd=tmp_path, env={**os.environ, **slurm_cluster, "CLR_DIST_RUNS_DIR": str(tmp_path / "runs"),
-                           "CLR_DIST_RUN_ID": "sweep"},
-        capture_output=True, text=True, timeout=600)
+        [
+            str(BIN / "clr-dist"),
+            "train",
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.timeout_min=10",
+            "schedule.max_lr=0.02,0.04",
+            "model.name=test_resnet",
+            *overrides(
+                small_demo, "trainer.stop_after_cycles=1", "trainer.save_checkpoints=false", "logger.mode=disabled"
+            ),
+        ],
+        cwd=tmp_path,
+        env={**os.environ, **slurm_cluster, "CLR_DIST_RUNS_DIR": str(tmp_path / "runs"), "CLR_DIST_RUN_ID": "sweep"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     sweep = tmp_path / "runs" / "multirun-sweep"
     # One SLURM job array, one task a combination, each with its log and its result.
@@ -151,10 +190,20 @@ def test_a_two_job_multirun_through_the_submitit_launcher(tmp_path: Path, small_
 
 
 def test_range_test_sbatch_writes_its_suggestion(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
-    result = sbatch(tmp_path, slurm_cluster, "--wait", str(REPO / "slurm" / "range_test.sbatch"),
-                    f"data.root={small_demo}", "data.batch_size=16", "model.name=test_resnet",
-                    "range_test.steps=30", "range_test.epochs=null", "range_test.eval_every=3",
-                    "logger.mode=disabled", "logger.progress_bar=false")
+    result = sbatch(
+        tmp_path,
+        slurm_cluster,
+        "--wait",
+        str(REPO / "slurm" / "range_test.sbatch"),
+        f"data.root={small_demo}",
+        "data.batch_size=16",
+        "model.name=test_resnet",
+        "range_test.steps=30",
+        "range_test.epochs=null",
+        "range_test.eval_every=3",
+        "logger.mode=disabled",
+        "logger.progress_bar=false",
+    )
     job = result.stdout.strip().splitlines()[0]
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert result.returncode == 0, log[-3000:]

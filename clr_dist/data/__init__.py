@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clr_dist import dist
 from clr_dist.config import DataConfig
 from clr_dist.data.datasets import check_image_folder, make_demo_dataset
+from clr_dist.data.synthetic import SyntheticLoaders
+from clr_dist.data.torch_loader import TorchvisionLoaders
 from clr_dist.dist import DistInfo
 from clr_dist.errors import DataError
 
@@ -17,12 +20,7 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int, *, channels_last: 
     ``channels_last``: the DALI pipeline lays images out channels-last itself (others leave the
     layout to the trainer).
     """
-    from clr_dist import dist
-    from clr_dist.data.torch_loader import TorchvisionLoaders
-
     if cfg.name == "synthetic":
-        from clr_dist.data.synthetic import SyntheticLoaders
-
         return SyntheticLoaders(cfg, info, seed)
     error = None
     root = Path(cfg.root)
@@ -37,7 +35,7 @@ def build_loaders(cfg: DataConfig, info: DistInfo, seed: int, *, channels_last: 
         raise DataError(error)
     summary = check_image_folder(cfg.root)
     if cfg.loader == "dali":
-        from clr_dist.data.dali import DaliLoaders
+        from clr_dist.data.dali import DaliLoaders  # DALI loads its CUDA libraries on import: only when used
 
         return DaliLoaders(cfg, info, seed, summary.classes, channels_last=channels_last)
     return TorchvisionLoaders(cfg, info, seed, summary.classes)

@@ -24,15 +24,17 @@ import sys
 import time
 import warnings
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from clr_dist.data.datasets import IMAGE_EXTENSIONS
 from clr_dist.errors import DataError
+from clr_dist.files import atomic_open, atomic_write_text
 
 SPLITS = ("train", "val")
 REPORT_NAME = "report.json"
@@ -101,8 +103,10 @@ class CheckReport:
             "ok": self.ok,
             "classes": self.classes,
             "file_lists": {
-                split: {"file_list": str(Path(self.out_dir) / f"{split}.txt"),
-                        "file_root": str(Path(self.root) / split)}
+                split: {
+                    "file_list": str(Path(self.out_dir) / f"{split}.txt"),
+                    "file_root": str(Path(self.root) / split),
+                }
                 for split in SPLITS
             },
             "totals": {split: {"files": self.files(split), "good": self.good(split)} for split in SPLITS},
@@ -187,8 +191,11 @@ class _Progress:
         if self.stream is not None and self.done >= self._next:
             self._next = (self.done // self.every + 1) * self.every
             rate = self.done / max(time.monotonic() - self.start, 1e-9)
-            print(f"checked {self.done:,} files ({rate:,.0f}/s), {self.problems:,} problems so far",
-                  file=self.stream, flush=True)
+            print(
+                f"checked {self.done:,} files ({rate:,.0f}/s), {self.problems:,} problems so far",
+                file=self.stream,
+                flush=True,
+            )
 
 
 def _sorted_entries(folder: Path) -> tuple[list[str], list[str]]:
@@ -218,8 +225,9 @@ def check_dataset(
     started = time.monotonic()
     root, out_dir = Path(root), Path(out_dir)
     if not root.is_dir():
-        raise DataError(f"{str(root)!r} does not exist or is not a directory; "
-                        f"give the dataset root that holds train/ and val/")
+        raise DataError(
+            f"{str(root)!r} does not exist or is not a directory; give the dataset root that holds train/ and val/"
+        )
     workers = workers or len(os.sched_getaffinity(0))
     if workers < 1:
         raise DataError(f"workers must be at least 1, not {workers}")
@@ -240,8 +248,9 @@ def check_dataset(
     if "train" in layout and "val" in layout:
         for split, other in (("train", "val"), ("val", "train")):
             for name in sorted(set(layout[split]) - set(layout[other])):
-                problems.append(Problem(f"{split}/{name}", "class_mismatch",
-                                        f"class {name!r} is in {split}/ but not in {other}/"))
+                problems.append(
+                    Problem(f"{split}/{name}", "class_mismatch", f"class {name!r} is in {split}/ but not in {other}/")
+                )
     classes = layout.get("train", layout.get("val", []))
     label_of = {name: label for label, name in enumerate(classes)}
     report = CheckReport(str(root), str(out_dir), classes, problems=problems)
@@ -250,45 +259,41 @@ def check_dataset(
     # A bounded queue of chunks in flight keeps memory flat and results in submission order.
     max_in_flight = 4 * workers
     executor = _InlineExecutor() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
+    in_flight: deque[tuple[str, list[str], Future]] = deque()
+
+    def drain(limit: int, split: str, file_list: TextIO) -> None:
+        """Collect the oldest chunks' results until at most ``limit`` are in flight."""
+        while len(in_flight) > limit:
+            class_name, names, future = in_flight.popleft()
+            bad = {index: (kind, message) for index, kind, message in future.result()}
+            for index, name in enumerate(names):
+                if index in bad:
+                    problems.append(Problem(f"{split}/{name}", *bad[index]))
+                elif class_name in label_of:
+                    file_list.write(f"{name} {label_of[class_name]}\n")
+            report.counts[split][class_name]["good"] += len(names) - len(bad)
+            meter.add(len(names), len(bad))
+
     with executor:
         for split, class_dirs in layout.items():
             split_dir = root / split
-            counts: dict[str, dict[str, int]] = {}
-            report.counts[split] = counts
-            partial = out_dir / f".{split}.txt.partial"
-            with open(partial, "w", encoding="utf-8") as file_list:
-                in_flight: deque[tuple[str, list[str], Future]] = deque()
-
-                def drain(limit: int) -> None:
-                    while len(in_flight) > limit:
-                        class_name, names, future = in_flight.popleft()
-                        bad = {index: (kind, message) for index, kind, message in future.result()}
-                        for index, name in enumerate(names):
-                            if index in bad:
-                                problems.append(Problem(f"{split}/{name}", *bad[index]))
-                            elif class_name in label_of:
-                                file_list.write(f"{name} {label_of[class_name]}\n")
-                        counts[class_name]["good"] += len(names) - len(bad)
-                        meter.add(len(names), len(bad))
-
+            report.counts[split] = {}
+            with atomic_open(out_dir / f"{split}.txt", "w", encoding="utf-8") as file_list:
                 for class_name, names in _class_files(split_dir, class_dirs, problems, split):
-                    counts[class_name] = {"files": len(names), "good": 0}
+                    report.counts[split][class_name] = {"files": len(names), "good": 0}
                     for start in range(0, len(names), CHUNK_SIZE):
-                        chunk = names[start:start + CHUNK_SIZE]
+                        chunk = names[start : start + CHUNK_SIZE]
                         in_flight.append((class_name, chunk, executor.submit(_check_chunk, str(split_dir), chunk)))
-                        drain(max_in_flight)
-                drain(0)
-            os.replace(partial, out_dir / f"{split}.txt")
+                        drain(max_in_flight, split, file_list)
+                drain(0, split, file_list)
     for split in SPLITS:
         if split not in layout:  # an empty list, so a stale one from an earlier check cannot linger
-            (out_dir / f"{split}.txt").write_text("")
+            atomic_write_text(out_dir / f"{split}.txt", "")
 
     # Layout problems first, then file problems by path: the same report whatever the workers.
     problems.sort(key=lambda p: (p.kind not in LAYOUT_KINDS, p.path, p.kind))
     report.seconds = time.monotonic() - started
-    partial = out_dir / f".{REPORT_NAME}.partial"
-    partial.write_text(json.dumps(report.to_json(), indent=1) + "\n", encoding="utf-8")
-    os.replace(partial, out_dir / REPORT_NAME)
+    atomic_write_text(out_dir / REPORT_NAME, json.dumps(report.to_json(), indent=1) + "\n")
     return report
 
 
@@ -299,16 +304,20 @@ def _class_files(
     for class_name in class_dirs:
         sub_dirs, files = _sorted_entries(split_dir / class_name)
         for name in sub_dirs:
-            problems.append(Problem(f"{split}/{class_name}/{name}", "unexpected_dir",
-                                    "folder inside a class folder"))
+            problems.append(Problem(f"{split}/{class_name}/{name}", "unexpected_dir", "folder inside a class folder"))
         images = []
         for name in files:
             rel = f"{class_name}/{name}"
             if "\n" in name or "\r" in name:
                 problems.append(Problem(f"{split}/{rel}", "bad_name", "line break in the file name"))
             elif os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
-                problems.append(Problem(f"{split}/{rel}", "not_image",
-                                        f"extension {os.path.splitext(name)[1] or '(none)'!r} is not an image's"))
+                problems.append(
+                    Problem(
+                        f"{split}/{rel}",
+                        "not_image",
+                        f"extension {os.path.splitext(name)[1] or '(none)'!r} is not an image's",
+                    )
+                )
             else:
                 images.append(rel)
         if not images:
@@ -335,6 +344,8 @@ def format_summary(report: CheckReport, max_listed: int = 10) -> str:
         if len(report.problems) > max_listed:
             lines.append(f"  ... and {len(report.problems) - max_listed:,} more in the report")
     out = Path(report.out_dir)
-    lines.append(f"report: {out / REPORT_NAME}; clean file lists (DALI file_list, relative to "
-                 f"{report.root}/<split>): {out / 'train.txt'}, {out / 'val.txt'}")
+    lines.append(
+        f"report: {out / REPORT_NAME}; clean file lists (DALI file_list, relative to "
+        f"{report.root}/<split>): {out / 'train.txt'}, {out / 'val.txt'}"
+    )
     return "\n".join(lines)

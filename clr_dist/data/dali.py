@@ -15,14 +15,16 @@ dropped), so every image counts exactly once.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
+from PIL import Image
 
 from clr_dist.config import DataConfig
-from clr_dist.dist import DistInfo
+from clr_dist.data.datasets import IMAGE_EXTENSIONS
 from clr_dist.data.layout import evenly_spaced, saved_position_applies, select
+from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -35,8 +37,6 @@ _HOST_MEMORY_PADDING = 140_544_512
 def file_list(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     """Sorted files of ``split_dir/<class>/`` and their labels (index in ``classes``, as
     torchvision's ImageFolder numbers them)."""
-    from clr_dist.data.datasets import IMAGE_EXTENSIONS
-
     files, labels = [], []
     for label, name in enumerate(classes):
         for path in sorted((split_dir / name).iterdir()):
@@ -72,9 +72,18 @@ def pipeline_on_gpu(cfg: DataConfig, info: DistInfo) -> bool:
     return cfg.dali_device == "gpu" or (cfg.dali_device == "auto" and info.device.type == "cuda")
 
 
-def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: DistInfo, *,
-                   training: bool, seed: int, batch_size: int, channels_last: bool = False,
-                   checkpoint: bytes | None = None):
+def build_pipeline(
+    files: list[str],
+    labels: list[int],
+    cfg: DataConfig,
+    info: DistInfo,
+    *,
+    training: bool,
+    seed: int,
+    batch_size: int,
+    channels_last: bool = False,
+    checkpoint: bytes | None = None,
+):
     """The pipeline for one rank: reader -> decode (+ random-resized crop) -> resize -> crop,
     flip, normalise. ``mixed`` decoding on the GPU, CPU operators otherwise.
 
@@ -92,15 +101,35 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
     @pipeline_def(enable_checkpointing=True)
     def pipeline():
         jpegs, targets = fn.readers.file(
-            files=files, labels=labels, shard_id=info.rank, num_shards=info.world_size,
-            random_shuffle=training, seed=seed, pad_last_batch=True, stick_to_shard=True, name="Reader",
+            files=files,
+            labels=labels,
+            shard_id=info.rank,
+            num_shards=info.world_size,
+            random_shuffle=training,
+            seed=seed,
+            pad_last_batch=True,
+            stick_to_shard=True,
+            name="Reader",
         )
-        decode = {"device": "mixed", "device_memory_padding": _DEVICE_MEMORY_PADDING,
-                  "host_memory_padding": _HOST_MEMORY_PADDING, "hw_decoder_load": cfg.hw_decoder_load} if gpu else {"device": "cpu"}
+        decode = (
+            {
+                "device": "mixed",
+                "device_memory_padding": _DEVICE_MEMORY_PADDING,
+                "host_memory_padding": _HOST_MEMORY_PADDING,
+                "hw_decoder_load": cfg.hw_decoder_load,
+            }
+            if gpu
+            else {"device": "cpu"}
+        )
         if training:
             images = fn.decoders.image_random_crop(
-                jpegs, output_type=types.RGB, random_area=list(cfg.crop_scale),
-                random_aspect_ratio=list(cfg.crop_ratio), num_attempts=100, **decode)
+                jpegs,
+                output_type=types.RGB,
+                random_area=list(cfg.crop_scale),
+                random_aspect_ratio=list(cfg.crop_ratio),
+                num_attempts=100,
+                **decode,
+            )
             images = fn.resize(images, resize_x=cfg.image_size, resize_y=cfg.image_size)
             mirror = fn.random.coin_flip(probability=0.5)
         else:
@@ -108,23 +137,30 @@ def build_pipeline(files: list[str], labels: list[int], cfg: DataConfig, info: D
             images = fn.resize(images, resize_shorter=cfg.val_resize)
             mirror = False
         images = fn.crop_mirror_normalize(
-            images, dtype=dtype, output_layout="HWC" if channels_last else "CHW", crop=(cfg.image_size, cfg.image_size),
-            mean=[255 * m for m in cfg.mean], std=[255 * s for s in cfg.std], mirror=mirror,
+            images,
+            dtype=dtype,
+            output_layout="HWC" if channels_last else "CHW",
+            crop=(cfg.image_size, cfg.image_size),
+            mean=[255 * m for m in cfg.mean],
+            std=[255 * s for s in cfg.std],
+            mirror=mirror,
         )
         return images, (targets.gpu() if gpu else targets)
 
     # Each rank augments differently; the reader's seed is shared, which keeps shuffles reproducible.
-    pipe = pipeline(batch_size=batch_size, num_threads=max(1, cfg.workers),
-                    device_id=info.device.index if gpu else None, seed=seed + info.rank,
-                    checkpoint=checkpoint)
+    pipe = pipeline(
+        batch_size=batch_size,
+        num_threads=max(1, cfg.workers),
+        device_id=info.device.index if gpu else None,
+        seed=seed + info.rank,
+        checkpoint=checkpoint,
+    )
     pipe.build()
     return pipe
 
 
 def find_undecodable(files: list[str], time_limit: float = 120.0) -> str | None:
     """The first file PIL cannot fully decode, scanning for at most ``time_limit`` seconds."""
-    from PIL import Image
-
     deadline = time.monotonic() + time_limit
     for path in files:
         if time.monotonic() > deadline:
@@ -138,8 +174,9 @@ def find_undecodable(files: list[str], time_limit: float = 120.0) -> str | None:
 
 
 class DaliLoaders:
-    def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str], *,
-                 channels_last: bool = False) -> None:
+    def __init__(
+        self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str], *, channels_last: bool = False
+    ) -> None:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
         root = Path(cfg.root)
@@ -159,12 +196,25 @@ class DaliLoaders:
         self.batches_per_epoch = smallest_shard // self.per_rank_batch
 
         def iterator(files, labels, training, checkpoint=None):
-            pipe = build_pipeline(files, labels, cfg, info, training=training, seed=seed,
-                                  batch_size=self.per_rank_batch, channels_last=channels_last,
-                                  checkpoint=checkpoint)
+            pipe = build_pipeline(
+                files,
+                labels,
+                cfg,
+                info,
+                training=training,
+                seed=seed,
+                batch_size=self.per_rank_batch,
+                channels_last=channels_last,
+                checkpoint=checkpoint,
+            )
             # PARTIAL keeps the real last batch of each shard and drops pad_last_batch's padding.
-            return DALIGenericIterator(pipe, ["images", "targets"], reader_name="Reader",
-                                       last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=True)
+            return DALIGenericIterator(
+                pipe,
+                ["images", "targets"],
+                reader_name="Reader",
+                last_batch_policy=LastBatchPolicy.PARTIAL,
+                auto_reset=True,
+            )
 
         self._iterator = iterator
         self._train_iterator = lambda checkpoint=None: iterator(train_files, train_labels, True, checkpoint)
@@ -236,16 +286,22 @@ class DaliLoaders:
         """This rank's training reader, to resume mid-epoch: the DALI checkpoint (position,
         shuffle and augmentation state) and the batches already served this epoch."""
         rank, world_size = self.layout
-        return {"rank": rank, "world_size": world_size, "train_size": self.train_size,
-                "reader": self.train.checkpoints()[0], "yielded": self.yielded}
+        return {
+            "rank": rank,
+            "world_size": world_size,
+            "train_size": self.train_size,
+            "reader": self.train.checkpoints()[0],
+            "yielded": self.yielded,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``: the next batches are exactly those the saved run would have
         read next. A reader checkpoint belongs to one rank of one world size; in any other
         layout it would silently read other data, so that is refused, unless
         ``data.restart_epoch_on_layout_change`` asks to start the saved epoch from its beginning."""
-        if not saved_position_applies(state, *self.layout, self.train_size,
-                                      restart_epoch_allowed=self.restart_epoch_on_layout_change):
+        if not saved_position_applies(
+            state, *self.layout, self.train_size, restart_epoch_allowed=self.restart_epoch_on_layout_change
+        ):
             self.yielded = 0
             return
         self.train = self._train_iterator(state["reader"])
@@ -259,6 +315,8 @@ class DaliLoaders:
         if limit not in self._held_out:
             files, labels = (select(values, evenly_spaced(self.val_size, limit)) for values in self._val_list)
             rank, world_size = self.layout
-            self._held_out[limit] = (self._iterator(files, labels, False),
-                                     files[slice(*shard_bounds(limit, rank, world_size))])
+            self._held_out[limit] = (
+                self._iterator(files, labels, False),
+                files[slice(*shard_bounds(limit, rank, world_size))],
+            )
         return self._read(*self._held_out[limit])

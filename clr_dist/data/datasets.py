@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from clr_dist.errors import DataError
+from clr_dist.files import staged_dir
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 DEMO_MARKER = "clr_dist_demo.json"
@@ -43,8 +42,10 @@ def check_image_folder(root: str | Path) -> FolderSummary:
     folder with no images.
     """
     root = Path(root)
-    hint = ("make one with `clr-dist data make-demo DIR` (or `clr-dist data fashion-mnist DIR`) "
-            "or point data.root at an ImageNet folder")
+    hint = (
+        "make one with `clr-dist data make-demo DIR` (or `clr-dist data fashion-mnist DIR`) "
+        "or point data.root at an ImageNet folder"
+    )
     if not root.is_dir():
         raise DataError(f"data.root {str(root)!r} does not exist or is not a directory; {hint}")
     if not any(root.iterdir()):
@@ -54,14 +55,11 @@ def check_image_folder(root: str | Path) -> FolderSummary:
         split_dir = root / split
         if not split_dir.is_dir():
             raise DataError(
-                f"{str(split_dir)!r} is missing: data.root must hold train/<class>/*.JPEG "
-                f"and val/<class>/*.JPEG"
+                f"{str(split_dir)!r} is missing: data.root must hold train/<class>/*.JPEG and val/<class>/*.JPEG"
             )
         class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
         if not class_dirs:
-            raise DataError(
-                f"{str(split_dir)!r} has no class folders: expected {split}/<class>/*.JPEG"
-            )
+            raise DataError(f"{str(split_dir)!r} has no class folders: expected {split}/<class>/*.JPEG")
         counts[split] = {}
         for class_dir in class_dirs:
             n = len(_images_in(class_dir))
@@ -143,8 +141,10 @@ def render_demo_image(class_index: int, seed: int, size: int = 64) -> Image.Imag
             ux, uy = math.cos(a), math.sin(a)
             vx, vy = -uy, ux
             draw.polygon(
-                [(cx + sx * r * ux + sy * w * vx, cy + sx * r * uy + sy * w * vy)
-                 for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))],
+                [
+                    (cx + sx * r * ux + sy * w * vx, cy + sx * r * uy + sy * w * vy)
+                    for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+                ],
                 fill=color,
             )
     else:
@@ -163,9 +163,13 @@ def reusable(out: Path, marker_name: str, settings: dict, what: str) -> bool:
         made_with = json.loads(marker.read_text())
         if made_with == settings:
             return True
-        changed = ", ".join(f"{k}={made_with.get(k)!r} (asked {v!r})" for k, v in settings.items() if made_with.get(k) != v)
-        raise DataError(f"{str(out)!r} holds {what} made with other settings: {changed}; "
-                        f"choose another directory or delete this one")
+        changed = ", ".join(
+            f"{k}={made_with.get(k)!r} (asked {v!r})" for k, v in settings.items() if made_with.get(k) != v
+        )
+        raise DataError(
+            f"{str(out)!r} holds {what} made with other settings: {changed}; "
+            f"choose another directory or delete this one"
+        )
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{str(out)!r} already holds files that are not {what}; choose an empty or new directory")
     return False
@@ -195,18 +199,14 @@ def make_demo_dataset(
     if reusable(out, DEMO_MARKER, settings, "a clr_dist demo set"):
         return check_image_folder(out)
     # Written beside the target and renamed into place, so an interrupted run leaves no half set.
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    # Train and val images come from disjoint seed ranges, so no val image is a train image.
-    for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1 << 20)):
-        for class_index, name in enumerate(DEMO_CLASSES):
-            class_dir = staging / split / name
-            class_dir.mkdir(parents=True, exist_ok=True)
-            for k in range(per_class):
-                image = render_demo_image(class_index, seed * (1 << 24) + offset + k, image_size)
-                image.save(class_dir / f"{name}_{k:05d}.JPEG", quality=90)
-    (staging / DEMO_MARKER).write_text(json.dumps(settings, indent=2) + "\n")
-    if out.exists():
-        out.rmdir()  # empty, checked above
-    os.replace(staging, out)
+    with staged_dir(out) as staging:
+        # Train and val images come from disjoint seed ranges, so no val image is a train image.
+        for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1 << 20)):
+            for class_index, name in enumerate(DEMO_CLASSES):
+                class_dir = staging / split / name
+                class_dir.mkdir(parents=True, exist_ok=True)
+                for k in range(per_class):
+                    image = render_demo_image(class_index, seed * (1 << 24) + offset + k, image_size)
+                    image.save(class_dir / f"{name}_{k:05d}.JPEG", quality=90)
+        (staging / DEMO_MARKER).write_text(json.dumps(settings, indent=2) + "\n")
     return check_image_folder(out)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import zlib
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from PIL import Image
 
 from clr_dist.data.datasets import FolderSummary, check_image_folder, reusable
 from clr_dist.errors import DataError
+from clr_dist.files import staged_dir
 
 DEFAULT_SOURCE = Path("/usr/share/datasets/fashion-mnist")
 INSTALL_HINT = "install it with `apt-get install dataset-fashion-mnist` or pass --source DIR"
@@ -33,8 +32,7 @@ MARKER = "clr_dist_fashion_mnist.json"
 JPEG_QUALITY = 95
 
 # Fashion-MNIST's label order (its README), as folder-safe names.
-CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat",
-           "sandal", "shirt", "sneaker", "bag", "ankle_boot")
+CLASSES = ("tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
 
 # split -> (images file, labels file), names without the .gz the Debian package adds
 SOURCE_FILES = {
@@ -70,13 +68,17 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     if found != magic or len(data) < header:
         found_text = "none (file too short)" if found is None else f"0x{found:08x}"
-        raise DataError(f"{str(path)!r} is not an IDX file of {ndim}-d unsigned bytes "
-                        f"(magic number {found_text}, expected 0x{magic:08x}); {INSTALL_HINT} again")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        raise DataError(
+            f"{str(path)!r} is not an IDX file of {ndim}-d unsigned bytes "
+            f"(magic number {found_text}, expected 0x{magic:08x}); {INSTALL_HINT} again"
+        )
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     if len(data) - header != expected:
-        raise DataError(f"{str(path)!r} holds {len(data) - header} bytes of data, its header "
-                        f"{shape} says {expected}; the file is damaged, {INSTALL_HINT} again")
+        raise DataError(
+            f"{str(path)!r} holds {len(data) - header} bytes of data, its header "
+            f"{shape} says {expected}; the file is damaged, {INSTALL_HINT} again"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -89,11 +91,12 @@ def load_split(source: str | Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, _IDX_IMAGES_MAGIC)
     labels = read_idx(labels_path, _IDX_LABELS_MAGIC)
     if len(images) != len(labels):
-        raise DataError(f"{str(images_path)!r} holds {len(images)} images but {str(labels_path)!r} "
-                        f"{len(labels)} labels; {INSTALL_HINT} again")
+        raise DataError(
+            f"{str(images_path)!r} holds {len(images)} images but {str(labels_path)!r} "
+            f"{len(labels)} labels; {INSTALL_HINT} again"
+        )
     if labels.size and labels.max() >= len(CLASSES):
-        raise DataError(f"{str(labels_path)!r} holds label {labels.max()}; Fashion-MNIST has "
-                        f"{len(CLASSES)} classes")
+        raise DataError(f"{str(labels_path)!r} holds label {labels.max()}; Fashion-MNIST has {len(CLASSES)} classes")
     return images, labels
 
 
@@ -131,9 +134,7 @@ def convert_fashion_mnist(
 
     # Read and check every source file before writing anything.
     splits = {split: load_split(source, split) for split in SOURCE_FILES}
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with staged_dir(out) as staging:
         for split, (images, labels) in splits.items():
             for name in CLASSES:
                 (staging / split / name).mkdir(parents=True, exist_ok=True)
@@ -145,10 +146,4 @@ def convert_fashion_mnist(
                     staging / split / name / f"{name}_{index:05d}.JPEG", quality=JPEG_QUALITY, subsampling=0
                 )
         (staging / MARKER).write_text(json.dumps(settings, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return check_image_folder(out)

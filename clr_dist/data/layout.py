@@ -4,8 +4,8 @@ still applies after a restart."""
 from __future__ import annotations
 
 import sys
-
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 from clr_dist.errors import DataError
 
@@ -23,8 +23,9 @@ def select(values: Sequence[T], indices: list[int]) -> list[T]:
     return [values[i] for i in indices]
 
 
-def saved_position_applies(state: dict, rank: int, world_size: int, train_size: int, *,
-                           restart_epoch_allowed: bool) -> bool:
+def saved_position_applies(
+    state: dict, rank: int, world_size: int, train_size: int, *, restart_epoch_allowed: bool
+) -> bool:
     """True when ``state`` was saved by this rank of this world size over this training set.
 
     A mid-epoch position belongs to one rank of one world size: each rank reads its own shard,
@@ -37,8 +38,11 @@ def saved_position_applies(state: dict, rank: int, world_size: int, train_size: 
         return True
     same_data = saved[2] == train_size
     if restart_epoch_allowed and same_data:
-        print(f"clr-dist: the data position was saved by rank {saved[0]} of {saved[1]}, this is rank {rank} "
-              f"of {world_size}: the epoch starts again from its beginning", file=sys.stderr)
+        print(
+            f"clr-dist: the data position was saved by rank {saved[0]} of {saved[1]}, this is rank {rank} "
+            f"of {world_size}: the epoch starts again from its beginning",
+            file=sys.stderr,
+        )
         return False
     raise DataError(
         f"the data position was saved by rank {saved[0]} of {saved[1]} over {saved[2]} training images, "

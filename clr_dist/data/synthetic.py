@@ -7,7 +7,7 @@ Comparing a real-data run with it gives the data pipeline's efficiency.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
@@ -13,6 +13,7 @@ from torchvision.datasets import ImageFolder
 from clr_dist.config import DataConfig
 from clr_dist.data.layout import evenly_spaced, saved_position_applies
 from clr_dist.dist import DistInfo
+from clr_dist.errors import DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -41,21 +42,30 @@ class TorchvisionLoaders:
 
     def __init__(self, cfg: DataConfig, info: DistInfo, seed: int, classes: list[str]) -> None:
         normalize = transforms.Normalize(cfg.mean, cfg.std)
-        train_tf = transforms.Compose([
-            transforms.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio)),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ])
-        val_tf = transforms.Compose([
-            transforms.Resize(cfg.val_resize),
-            transforms.CenterCrop(cfg.image_size),
-            transforms.ToTensor(),
-            normalize,
-        ])
+        train_tf = transforms.Compose(
+            [
+                transforms.RandomResizedCrop(cfg.image_size, scale=tuple(cfg.crop_scale), ratio=tuple(cfg.crop_ratio)),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
+        val_tf = transforms.Compose(
+            [
+                transforms.Resize(cfg.val_resize),
+                transforms.CenterCrop(cfg.image_size),
+                transforms.ToTensor(),
+                normalize,
+            ]
+        )
         self.train_set = ImageFolder(f"{cfg.root}/train", train_tf)
         val_set = ImageFolder(f"{cfg.root}/val", val_tf)
-        assert self.train_set.classes == classes == val_set.classes
+        if not self.train_set.classes == val_set.classes == classes:
+            # The folders were checked a moment ago (check_image_folder): they changed since.
+            raise DataError(
+                f"the class folders under {cfg.root!r} changed while the run started; "
+                f"check the dataset (`clr-dist data check {cfg.root}`) and start again"
+            )
         self.classes = classes
         self.train_size = len(self.train_set)
         self.val_size = len(val_set)
@@ -71,9 +81,11 @@ class TorchvisionLoaders:
             pin_memory=info.device.type == "cuda",
             persistent_workers=cfg.workers > 0,
         )
-        self.train = DataLoader(self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common)
+        self.train = DataLoader(
+            self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common
+        )
         self._val_loader = lambda indices: DataLoader(
-            Subset(val_set, indices[info.rank::info.world_size]), batch_size=per_rank_batch, **common
+            Subset(val_set, indices[info.rank :: info.world_size]), batch_size=per_rank_batch, **common
         )
         self.val = self._val_loader(range(len(val_set)))
         self._held_out: dict[int, DataLoader] = {}
@@ -97,8 +109,9 @@ class TorchvisionLoaders:
         return {"rank": rank, "world_size": world_size, "train_size": self.train_size, "yielded": self.yielded}
 
     def load_state_dict(self, state: dict) -> None:
-        applies = saved_position_applies(state, *self.layout, self.train_size,
-                                         restart_epoch_allowed=self.restart_epoch_on_layout_change)
+        applies = saved_position_applies(
+            state, *self.layout, self.train_size, restart_epoch_allowed=self.restart_epoch_on_layout_change
+        )
         self.yielded = state["yielded"] if applies else 0
         self.sampler.skip = self.yielded * self.per_rank_batch
 

@@ -4,20 +4,22 @@ from clr_dist.schedules.base import Schedule
 from clr_dist.schedules.factory import (
     POLICIES,
     POLICY_NAMES,
-    ResolvedSchedule,
+    BuiltSchedule,
     ScheduleConfig,
     StageConfig,
     as_schedule_config,
     build_schedule,
+    check_schedule_config,
 )
 
 __all__ = [
     "POLICIES",
     "POLICY_NAMES",
-    "ResolvedSchedule",
+    "BuiltSchedule",
     "Schedule",
     "ScheduleConfig",
     "StageConfig",
     "as_schedule_config",
     "build_schedule",
+    "check_schedule_config",
 ]

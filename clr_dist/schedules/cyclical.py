@@ -12,14 +12,6 @@ from clr_dist.schedules.base import Schedule
 SHAPES = ("triangular", "welch", "hann")
 
 
-def triangle(step: int, stepsize: int) -> float:
-    """The paper's symmetric triangular window in [0, 1]: 0 at a cycle's start and end, 1 at its
-    middle. cycle = floor(1 + it / (2 ss)), x = |it / ss - 2 cycle + 1|, tri = max(0, 1 - x)."""
-    cycle = math.floor(1 + step / (2 * stepsize))
-    x = abs(step / stepsize - 2 * cycle + 1)
-    return max(0.0, 1.0 - x)
-
-
 def window(tri: float, shape: str) -> float:
     """Reshape a triangle value into the named window, keeping 0 at the ends and 1 at the peak.
 

@@ -86,7 +86,9 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class ResolvedSchedule:
+class BuiltSchedule:
+    """What ``build_schedule`` returns: the schedule and the numbers it was built with."""
+
     schedule: Schedule
     # The stepsize in optimizer steps after converting stepsize_epochs; None for policies without
     # one, and for multistage (each stage has its own).
@@ -114,31 +116,42 @@ POLICIES: dict[str, Policy] = {
     "decay": Policy(lambda cfg, ss: Decay(cfg.base_lr, cfg.max_lr, ss), needs_stepsize=True, bounded=True),
     "triangular": Policy(
         lambda cfg, ss: Triangular(cfg.base_lr, cfg.max_lr, ss, cfg.step_ratio, cfg.shape),
-        needs_stepsize=True, bounded=True, wave=True,
+        needs_stepsize=True,
+        bounded=True,
+        wave=True,
     ),
     "triangular2": Policy(
         lambda cfg, ss: Triangular2(cfg.base_lr, cfg.max_lr, ss, cfg.step_ratio, cfg.shape),
-        needs_stepsize=True, bounded=True, wave=True,
+        needs_stepsize=True,
+        bounded=True,
+        wave=True,
     ),
     "exp_range": Policy(
         lambda cfg, ss: ExpRange(cfg.base_lr, cfg.max_lr, ss, cfg.gamma, cfg.step_ratio, cfg.shape),
-        needs_stepsize=True, bounded=True, wave=True,
+        needs_stepsize=True,
+        bounded=True,
+        wave=True,
     ),
     "exp_range_amplitude": Policy(
         lambda cfg, ss: ExpRangeAmplitude(cfg.base_lr, cfg.max_lr, ss, cfg.gamma, cfg.step_ratio, cfg.shape),
-        needs_stepsize=True, bounded=True, wave=True,
+        needs_stepsize=True,
+        bounded=True,
+        wave=True,
     ),
     "one_cycle": Policy(
         lambda cfg, ss: OneCycle(
             cfg.base_lr, cfg.max_lr, ss, cfg.total_steps, cfg.base_lr * cfg.final_lr_ratio, cfg.step_ratio, cfg.shape
         ),
-        needs_stepsize=True, bounded=True, wave=True,
+        needs_stepsize=True,
+        bounded=True,
+        wave=True,
     ),
     # The first cycle is 2*stepsize long, like the paper's policies, so switching policy keeps the
     # cycle ends (and the validation points) where they were.
     "cosine_restarts": Policy(
         lambda cfg, ss: CosineRestarts(cfg.base_lr, cfg.max_lr, 2 * ss, cfg.cycle_mult),
-        needs_stepsize=True, bounded=True,
+        needs_stepsize=True,
+        bounded=True,
     ),
 }
 MULTISTAGE = "multistage"
@@ -187,7 +200,7 @@ def as_schedule_config(cfg: ScheduleConfig | DictConfig | dict[str, Any]) -> Sch
     return OmegaConf.to_object(merged)
 
 
-def build_schedule(cfg: ScheduleConfig | DictConfig, steps_per_epoch: int | None) -> ResolvedSchedule:
+def build_schedule(cfg: ScheduleConfig | DictConfig, steps_per_epoch: int | None) -> BuiltSchedule:
     """Check ``cfg`` and build its Schedule; ``steps_per_epoch`` counts optimizer steps (None when
     unknown: then a stepsize in epochs is refused).
 
@@ -216,7 +229,14 @@ def build_schedule(cfg: ScheduleConfig | DictConfig, steps_per_epoch: int | None
                 f"must satisfy 0 <= base_momentum <= max_momentum < 1"
             )
         schedule = InverseMomentum(schedule, cfg.base_momentum, cfg.max_momentum)
-    return ResolvedSchedule(schedule, stepsize, steps_per_epoch)
+    return BuiltSchedule(schedule, stepsize, steps_per_epoch)
+
+
+def check_schedule_config(cfg: ScheduleConfig | DictConfig) -> Schedule:
+    """Every check of ``build_schedule`` that needs no data; returns the schedule built with a
+    stand-in of one optimizer step per epoch. Only a stepsize in epochs depends on the data, and
+    the real one is at least as long as the stand-in's: what fails here fails with any data."""
+    return build_schedule(cfg, steps_per_epoch=1).schedule
 
 
 def _check_wave_keys(cfg: ScheduleConfig) -> None:
@@ -238,9 +258,7 @@ def _check_wave_keys(cfg: ScheduleConfig) -> None:
 def _build_policy(cfg: ScheduleConfig, steps_per_epoch: int | None, key: str) -> tuple[Schedule, int | None]:
     """Check the keys of one (non-multistage) policy and build it; ``key`` prefixes messages."""
     if cfg.policy not in POLICIES:
-        raise ConfigError(
-            f"unknown {key}.policy={cfg.policy!r}; valid policies: {', '.join(POLICY_NAMES)}"
-        )
+        raise ConfigError(f"unknown {key}.policy={cfg.policy!r}; valid policies: {', '.join(POLICY_NAMES)}")
     policy = POLICIES[cfg.policy]
     # SGDR usually anneals to 0; every other policy multiplies or offsets base_lr.
     if cfg.policy == "cosine_restarts" and cfg.base_lr < 0:
@@ -268,9 +286,7 @@ def _build_policy(cfg: ScheduleConfig, steps_per_epoch: int | None, key: str) ->
         if not milestones:
             raise ConfigError(f"{key}.policy=multistep needs {key}.milestones, e.g. [30000,60000]")
         if milestones[0] <= 0 or any(b <= a for a, b in zip(milestones, milestones[1:])):
-            raise ConfigError(
-                f"{key}.milestones={milestones} must be positive and strictly increasing update counts"
-            )
+            raise ConfigError(f"{key}.milestones={milestones} must be positive and strictly increasing update counts")
     if cfg.policy == "one_cycle":
         if cfg.total_steps is None:
             raise ConfigError(

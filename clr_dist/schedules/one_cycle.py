@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clr_dist.schedules.base import Schedule
-from clr_dist.schedules.cyclical import Wave
+from clr_dist.schedules.cyclical import Triangular
 
 
 class OneCycle(Schedule):
@@ -30,13 +30,14 @@ class OneCycle(Schedule):
         step_ratio: float = 0.5,
         shape: str = "triangular",
     ) -> None:
-        self.base_lr, self.max_lr, self.stepsize, self.final_lr = base_lr, max_lr, stepsize, final_lr
+        self.base_lr, self.final_lr = base_lr, final_lr
         self._total_steps = total_steps
-        self.wave = Wave(2 * stepsize, step_ratio, shape)
+        # Phases 1 and 2 are the first cycle of the triangular policy, computed by it.
+        self.first_cycle = Triangular(base_lr, max_lr, stepsize, step_ratio, shape)
 
     @property
     def cycle_length(self) -> int:
-        return 2 * self.stepsize
+        return self.first_cycle.cycle_length
 
     @property
     def total_steps(self) -> int:
@@ -49,11 +50,11 @@ class OneCycle(Schedule):
         return self.cycle_length if completed_steps < self.cycle_length else None
 
     def height(self, step: int) -> float:
-        return self.wave(step) if step < self.cycle_length else 0.0
+        return self.first_cycle.height(step) if step < self.cycle_length else 0.0
 
     def lr(self, step: int) -> float:
         if step < self.cycle_length:
-            return self.base_lr + (self.max_lr - self.base_lr) * self.height(step)
+            return self.first_cycle.lr(step)
         # (step - L + 1) / (total - L): just below base_lr on the first anneal update, final_lr
         # exactly on the last one, never a repeat of base_lr.
         done = min(1.0, (step - self.cycle_length + 1) / (self._total_steps - self.cycle_length))

@@ -86,11 +86,11 @@ def schedule_command(
     to ``csv_path`` and/or ``png_path`` (either may be None)."""
     if max_steps <= 0:
         raise ConfigError(f"trainer.max_steps={max_steps} must be positive to tabulate the schedule")
-    resolved = build_schedule(cfg_schedule, steps_per_epoch)
+    built = build_schedule(cfg_schedule, steps_per_epoch)
     if csv_path is not None:
-        write_csv(resolved.schedule, max_steps, csv_path)
+        write_csv(built.schedule, max_steps, csv_path)
     if png_path is not None:
         title = f"schedule.policy={cfg_schedule.policy}"
-        if resolved.stepsize is not None:
-            title += f", stepsize={resolved.stepsize} steps"
-        write_png(resolved.schedule, max_steps, png_path, title)
+        if built.stepsize is not None:
+            title += f", stepsize={built.stepsize} steps"
+        write_png(built.schedule, max_steps, png_path, title)

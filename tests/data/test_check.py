@@ -24,7 +24,8 @@ def _expected(root: Path, split: str, classes: list[str], bad: set[str]) -> dict
     return {
         f"{path.parent.name}/{path.name}": classes.index(path.parent.name)
         for path in (root / split).glob("*/*")
-        if path.suffix == ".JPEG" and f"{split}/{path.parent.name}/{path.name}" not in bad
+        if path.suffix == ".JPEG"
+        and f"{split}/{path.parent.name}/{path.name}" not in bad
         and path.parent.name in classes
     }
 

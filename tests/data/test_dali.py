@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from clr_dist.data.dali import DaliLoaders, file_list, shard_bounds
 from clr_dist.data.datasets import check_image_folder
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError, DataError
+from tests.conftest import copy_tree
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -23,17 +23,24 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 @pytest.fixture(scope="module")
 def odd_demo(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path:
     """The small demo set less one train and one val image: 239 train, 69 val (odd sizes)."""
-    root = tmp_path_factory.mktemp("dali") / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path_factory.mktemp("dali") / "d")
     for split in ("train", "val"):
         next((root / split).rglob("*.JPEG")).unlink()
     return root
 
 
-def loaders(root: Path, rank: int, world_size: int, batch_size: int, channels_last: bool = False,
-            **settings) -> DaliLoaders:
-    cfg = DataConfig(root=str(root), loader="dali", batch_size=batch_size, image_size=64, val_resize=64,
-                     workers=1, **{"crop_scale": (0.35, 1.0), **settings})
+def loaders(
+    root: Path, rank: int, world_size: int, batch_size: int, channels_last: bool = False, **settings
+) -> DaliLoaders:
+    cfg = DataConfig(
+        root=str(root),
+        loader="dali",
+        batch_size=batch_size,
+        image_size=64,
+        val_resize=64,
+        workers=1,
+        **{"crop_scale": (0.35, 1.0), **settings},
+    )
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     return DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes, channels_last=channels_last)
 
@@ -97,8 +104,7 @@ def test_shards_are_disjoint_and_complete(odd_demo: Path, world_size: int) -> No
 
 
 def test_corrupt_jpeg_error_names_the_file(tmp_path: Path, small_demo: Path) -> None:
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     bad = sorted((root / "val").rglob("*.JPEG"))[30]
     bad.write_bytes(b"these bytes are not a JPEG")
     data = loaders(root, 0, 1, 8)
@@ -114,11 +120,10 @@ def test_uneven_shards_with_a_shard_of_whole_batches(tmp_path: Path, small_demo:
     """17 images on 2 ranks: shards of 8 and 9. With 4 per rank, rank 0's shard is exactly two
     batches; DALI then ends its epoch with an empty batch (PARTIAL) or, under DROP, serves a batch
     of padding only in the next epoch. Neither may reach the trainer."""
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     for split in ("train", "val"):  # keep 2 images in each of 7 classes and 1 in each of 3
         for index, class_dir in enumerate(sorted((root / split).iterdir())):
-            for path in sorted(class_dir.glob("*.JPEG"))[2 if index < 7 else 1:]:
+            for path in sorted(class_dir.glob("*.JPEG"))[2 if index < 7 else 1 :]:
                 path.unlink()
     per_rank = {}
     for rank in (0, 1):
@@ -153,14 +158,16 @@ def test_gpu_pipeline_options_on_cuda(odd_demo: Path) -> None:
     """fp16 channels-last batches straight from the mixed decoder; dali_device=cpu keeps the
     pipeline on the CPU on a GPU machine."""
     classes = check_image_folder(odd_demo).classes
-    cfg = DataConfig(root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2,
-                     output_dtype="float16")
+    cfg = DataConfig(
+        root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2, output_dtype="float16"
+    )
     info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cuda", 0))
     images, _ = next(DaliLoaders(cfg, info, seed=0, classes=classes, channels_last=True).train_epoch(0))
     assert images.is_cuda and images.dtype == torch.float16
     assert images.shape == (8, 3, 64, 64) and images.is_contiguous(memory_format=torch.channels_last)
-    cpu_cfg = DataConfig(root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2,
-                         dali_device="cpu")
+    cpu_cfg = DataConfig(
+        root=str(odd_demo), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=2, dali_device="cpu"
+    )
     images, targets = next(DaliLoaders(cpu_cfg, info, seed=0, classes=classes).val_batches())
     assert not images.is_cuda and not targets.is_cuda
 
@@ -200,8 +207,11 @@ def test_resume_after_the_last_batch_of_an_epoch(small_demo: Path) -> None:
 
 def test_resume_into_another_world_size_is_refused(odd_demo: Path) -> None:
     state = loaders(odd_demo, 0, 2, 16).state_dict()
-    with pytest.raises(DataError, match=r"saved by rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"
-                                        r".*or set data.restart_epoch_on_layout_change=true to start the epoch again$"):
+    with pytest.raises(
+        DataError,
+        match=r"saved by rank 0 of 2 over 239 training images, and this is rank 0 of 1 over 239"
+        r".*or set data.restart_epoch_on_layout_change=true to start the epoch again$",
+    ):
         loaders(odd_demo, 0, 1, 16).load_state_dict(state)
 
 
@@ -219,7 +229,9 @@ def test_resume_into_another_world_size_restarts_the_epoch_when_asked(odd_demo: 
     assert all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(got, want))
 
 
-def test_resume_over_another_dataset_is_refused_even_when_restarts_are_allowed(odd_demo: Path, small_demo: Path) -> None:
+def test_resume_over_another_dataset_is_refused_even_when_restarts_are_allowed(
+    odd_demo: Path, small_demo: Path
+) -> None:
     state = loaders(small_demo, 0, 1, 16).state_dict()  # 240 training images, odd_demo has 239
     with pytest.raises(DataError, match=r"over 240 training images, and this is rank 0 of 1 over 239; .* dataset$"):
         loaders(odd_demo, 0, 1, 16, restart_epoch_on_layout_change=True).load_state_dict(state)
@@ -252,27 +264,37 @@ def test_crop_ranges_reach_the_pipeline(odd_demo: Path) -> None:
     images, targets = next(data.train_epoch(0))
     for image, target in zip(images, targets):
         candidates = originals[labels == target]
-        error = torch.minimum((candidates - image).abs().amax(dim=(1, 2, 3)),
-                              (candidates.flip(-1) - image).abs().amax(dim=(1, 2, 3)))
+        error = torch.minimum(
+            (candidates - image).abs().amax(dim=(1, 2, 3)), (candidates.flip(-1) - image).abs().amax(dim=(1, 2, 3))
+        )
         assert float(error.min()) <= 2 / 255 / min(STD) + 1e-6
 
 
 def test_gpu_pipeline_without_cuda_is_refused(odd_demo: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data.dali_device=gpu needs training on CUDA \(the device is cpu\); use data.dali_device=auto or cpu"):
+    with pytest.raises(
+        ConfigError,
+        match=r"data.dali_device=gpu needs training on CUDA \(the device is cpu\); use data.dali_device=auto or cpu",
+    ):
         loaders(odd_demo, 0, 1, 8, dali_device="gpu")
 
 
 def test_file_lists_from_the_checker_skip_bad_files(tmp_path: Path, small_demo: Path) -> None:
     from clr_dist.data.check import check_dataset
 
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     bad = sorted((root / "train").rglob("*.JPEG"))[7]
     bad.write_bytes(b"broken")
     report = check_dataset(root, tmp_path / "lists", workers=1, progress=None)
     assert not report.ok
-    cfg = DataConfig(root=str(root), loader="dali", batch_size=8, image_size=64, val_resize=64, workers=1,
-                     file_lists=str(tmp_path / "lists"))
+    cfg = DataConfig(
+        root=str(root),
+        loader="dali",
+        batch_size=8,
+        image_size=64,
+        val_resize=64,
+        workers=1,
+        file_lists=str(tmp_path / "lists"),
+    )
     info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     data = DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
     assert (data.train_size, data.val_size) == (239, 70)

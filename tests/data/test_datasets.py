@@ -10,6 +10,7 @@ from PIL import Image
 
 from clr_dist.data.datasets import DEMO_CLASSES, check_image_folder, make_demo_dataset, render_demo_image
 from clr_dist.errors import DataError
+from tests.conftest import copy_tree
 
 
 def _digest(root: Path) -> str:
@@ -49,8 +50,10 @@ def test_train_and_val_images_differ() -> None:
 
 def test_classes_differ_in_colour_statistics() -> None:
     """Learnable: the class's hue shows in the mean colour of its images."""
-    means = [np.mean([np.asarray(render_demo_image(c, seed=s), dtype=float).mean(axis=(0, 1)) for s in range(40)], axis=0)
-             for c in range(10)]
+    means = [
+        np.mean([np.asarray(render_demo_image(c, seed=s), dtype=float).mean(axis=(0, 1)) for s in range(40)], axis=0)
+        for c in range(10)
+    ]
     distances = [np.linalg.norm(means[a] - means[b]) for a in range(10) for b in range(a + 1, 10)]
     assert min(distances) > 3.0
 
@@ -72,7 +75,9 @@ def test_make_demo_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
 
 
 def test_missing_root_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"does not exist or is not a directory; make one with `clr-dist data make-demo"):
+    with pytest.raises(
+        DataError, match=r"does not exist or is not a directory; make one with `clr-dist data make-demo"
+    ):
         check_image_folder(tmp_path / "nope")
 
 
@@ -83,7 +88,7 @@ def test_empty_root_is_reported(tmp_path: Path) -> None:
 
 def test_missing_split_is_reported(tmp_path: Path, small_demo: Path) -> None:
     root = tmp_path / "d"
-    shutil.copytree(small_demo / "train", root / "train")
+    copy_tree(small_demo / "train", root / "train")
     with pytest.raises(DataError, match=r"val' is missing: data.root must hold train/<class>/\*.JPEG"):
         check_image_folder(root)
 
@@ -97,16 +102,16 @@ def test_images_directly_in_split_are_reported(tmp_path: Path) -> None:
 
 
 def test_class_mismatch_is_reported(tmp_path: Path, small_demo: Path) -> None:
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     shutil.rmtree(root / "val" / DEMO_CLASSES[4])
-    with pytest.raises(DataError, match=rf"train and val class folders differ .*only in train: \['{DEMO_CLASSES[4]}'\]"):
+    with pytest.raises(
+        DataError, match=rf"train and val class folders differ .*only in train: \['{DEMO_CLASSES[4]}'\]"
+    ):
         check_image_folder(root)
 
 
 def test_empty_class_folder_is_reported(tmp_path: Path, small_demo: Path) -> None:
-    root = tmp_path / "d"
-    shutil.copytree(small_demo, root)
+    root = copy_tree(small_demo, tmp_path / "d")
     for f in (root / "train" / DEMO_CLASSES[2]).iterdir():
         f.unlink()
     with pytest.raises(DataError, match=rf"class folder .*{DEMO_CLASSES[2]}' holds no images"):
@@ -116,6 +121,8 @@ def test_empty_class_folder_is_reported(tmp_path: Path, small_demo: Path) -> Non
 def test_make_demo_refuses_a_demo_set_with_other_settings(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     make_demo_dataset(root, train_per_class=2, val_per_class=1)
-    with pytest.raises(DataError, match=r"holds a clr_dist demo set made with other settings: train_per_class=2 \(asked 3\)"):
+    with pytest.raises(
+        DataError, match=r"holds a clr_dist demo set made with other settings: train_per_class=2 \(asked 3\)"
+    ):
         make_demo_dataset(root, train_per_class=3, val_per_class=1)
     assert check_image_folder(root).train_count == 20

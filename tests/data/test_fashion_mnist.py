@@ -18,7 +18,8 @@ from clr_dist.errors import DataError
 
 HAVE_DEBIAN_FILES = all(
     (DEFAULT_SOURCE / f"{name}.gz").is_file() or (DEFAULT_SOURCE / name).is_file()
-    for names in SOURCE_FILES.values() for name in names
+    for names in SOURCE_FILES.values()
+    for name in names
 )
 needs_debian_files = pytest.mark.skipif(
     not HAVE_DEBIAN_FILES,
@@ -122,35 +123,51 @@ def test_a_small_handmade_source_converts_and_a_bad_one_is_refused(tmp_path: Pat
     assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".*partial*"))
 
 
+@pytest.mark.slow
 @needs_debian_files
-def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, tmp_path: Path) -> None:
-    from tests.conftest import compose_train
-    from clr_dist.trainer import Trainer
-
-    cfg = compose_train(["data=fashion_mnist", f"data.root={converted}", "data.batch_size=10", "data.workers=1",
-                         "schedule=fixed", "schedule.base_lr=0.01", "trainer.max_steps=2", "trainer.save_checkpoints=false",
-                         "logger.mode=disabled", "logger.progress_bar=false"])
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert (trainer.resolved["train_images"], trainer.resolved["classes"]) == (10 * LIMIT, 10)
+def test_the_fashion_mnist_preset_trains_on_the_converted_set(converted: Path, make_trainer) -> None:
+    trainer = make_trainer(
+        converted,
+        "data=fashion_mnist",
+        "data.batch_size=10",
+        "data.workers=1",
+        "schedule=fixed",
+        "schedule.base_lr=0.01",
+        "trainer.max_steps=2",
+    )
+    assert (trainer.plan.train_images, trainer.plan.classes) == (10 * LIMIT, 10)
     images, _ = next(trainer.train_batches())
     assert images.shape == (10, 3, 64, 64)  # 28x28 upscaled to the preset's crop
     trainer.fit()
-    trainer.close()
     assert trainer.step == 2
 
 
+@pytest.mark.slow
 @needs_debian_files
 def test_range_test_on_real_data_gives_ordered_bounds(tmp_path: Path) -> None:
     """Fashion-MNIST, 100 images a class: a 3-epoch sweep reads ordered bounds inside its range."""
-    from tests.conftest import compose_train
     from clr_dist.range_test import range_test
+    from tests.conftest import compose_train
 
     root = tmp_path / "fmnist"
     convert_fashion_mnist(root, limit_per_class=100)
-    cfg = compose_train(["data=fashion_mnist", f"data.root={root}", "data.batch_size=50", "data.workers=1",
-                         "data.image_size=32", "data.val_resize=32", "model.name=resnet18",
-                         "range_test.start_lr=0.001", "range_test.end_lr=0.5", "range_test.epochs=3",
-                         "range_test.eval_images=300", "logger.mode=disabled", "logger.progress_bar=false"])
+    cfg = compose_train(
+        [
+            "data=fashion_mnist",
+            f"data.root={root}",
+            "data.batch_size=50",
+            "data.workers=1",
+            "data.image_size=32",
+            "data.val_resize=32",
+            "model.name=resnet18",
+            "range_test.start_lr=0.001",
+            "range_test.end_lr=0.5",
+            "range_test.epochs=3",
+            "range_test.eval_images=300",
+            "logger.mode=disabled",
+            "logger.progress_bar=false",
+        ]
+    )
     result = range_test(cfg, tmp_path / "run")
     suggestion = result["suggestion"]
     assert len(result["curve"]["loss"]) == 60 or result["stopped"]

@@ -15,8 +15,15 @@ from clr_dist.errors import DataError
 
 
 def loaders(root: Path, rank: int, world_size: int, **settings) -> TorchvisionLoaders:
-    cfg = DataConfig(root=str(root), loader="torchvision", batch_size=8 * world_size, image_size=32,
-                     val_resize=32, workers=0, **settings)
+    cfg = DataConfig(
+        root=str(root),
+        loader="torchvision",
+        batch_size=8 * world_size,
+        image_size=32,
+        val_resize=32,
+        workers=0,
+        **settings,
+    )
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     return TorchvisionLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
 
@@ -31,11 +38,11 @@ def test_mid_epoch_resume_reads_the_same_files(small_demo: Path) -> None:
     resumed = loaders(small_demo, 1, 2)
     resumed.load_state_dict(original.state_dict())
     resumed.sampler.set_epoch(3)
-    assert list(resumed.sampler) == order[4 * 8:]  # the files not yet trained on, in order
+    assert list(resumed.sampler) == order[4 * 8 :]  # the files not yet trained on, in order
     labels = [targets for _, targets in resumed.train_epoch(3)]
     assert len(labels) == original.batches_per_epoch - 4
     dataset_labels = torch.tensor(original.train_set.targets)
-    assert torch.equal(torch.cat(labels), dataset_labels[order[4 * 8:]])
+    assert torch.equal(torch.cat(labels), dataset_labels[order[4 * 8 :]])
     assert len(list(resumed.train_epoch(4))) == original.batches_per_epoch  # then whole epochs again
 
 

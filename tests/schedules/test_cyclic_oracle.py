@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
-
 from schedule_helpers import build
+from torch.optim.lr_scheduler import CosineAnnealingWarmRestarts, CyclicLR
 
 BASE_LR, MAX_LR = 0.001, 0.006  # the paper's CIFAR-10 bounds (§3.3)
 BASE_MOMENTUM, MAX_MOMENTUM = 0.85, 0.95
@@ -23,8 +22,13 @@ def torch_cyclic_trace(steps: int, **kwargs) -> tuple[list[float], list[float]]:
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=0.5, momentum=0.5)
     scheduler = CyclicLR(
-        optimizer, base_lr=BASE_LR, max_lr=MAX_LR, cycle_momentum=True,
-        base_momentum=BASE_MOMENTUM, max_momentum=MAX_MOMENTUM, **kwargs,
+        optimizer,
+        base_lr=BASE_LR,
+        max_lr=MAX_LR,
+        cycle_momentum=True,
+        base_momentum=BASE_MOMENTUM,
+        max_momentum=MAX_MOMENTUM,
+        **kwargs,
     )
     lrs, momentums = [], []
     for _ in range(steps):
@@ -49,8 +53,15 @@ def test_matches_cyclic_lr_every_step(policy: str, mode: str, stepsize: int, ste
         steps, step_size_up=up, step_size_down=down, mode=mode, gamma=GAMMA
     )
     schedule = build(
-        policy=policy, base_lr=BASE_LR, max_lr=MAX_LR, stepsize=stepsize, step_ratio=step_ratio, gamma=GAMMA,
-        momentum_cycle=True, base_momentum=BASE_MOMENTUM, max_momentum=MAX_MOMENTUM,
+        policy=policy,
+        base_lr=BASE_LR,
+        max_lr=MAX_LR,
+        stepsize=stepsize,
+        step_ratio=step_ratio,
+        gamma=GAMMA,
+        momentum_cycle=True,
+        base_momentum=BASE_MOMENTUM,
+        max_momentum=MAX_MOMENTUM,
     )
     assert [schedule.lr(step) for step in range(steps)] == pytest.approx(expected_lr, rel=1e-12, abs=1e-15)
     assert [schedule.momentum(step) for step in range(steps)] == pytest.approx(expected_momentum, rel=1e-12, abs=1e-15)

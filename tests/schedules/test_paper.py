@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from schedule_helpers import build, cycle_ends
 
 from clr_dist.schedules import ScheduleConfig, StageConfig, build_schedule
-from schedule_helpers import build, cycle_ends
+from tests.conftest import closed_form_triangular
 
 # Table 2. Hyper-parameter settings for CIFAR-10 example in Figure 1 (policy triangular2):
 #   base_lr  max_lr   stepsize  start   max_iter
@@ -49,11 +50,24 @@ def test_table_2_values_at_stage_and_cycle_boundaries():
     schedule = build_schedule(table_2_config(), CIFAR10_STEPS_PER_EPOCH).schedule
     expected = {
         # stage 1: cycles of 4,000 steps, the amplitude 0.004 halves at every cycle end
-        0: 0.001, 2000: 0.005, 4000: 0.001, 6000: 0.003, 10000: 0.002, 14000: 0.0015,
+        0: 0.001,
+        2000: 0.005,
+        4000: 0.001,
+        6000: 0.003,
+        10000: 0.002,
+        14000: 0.0015,
         # stage 2 starts at 16,000 with its own bounds and a fresh cycle count (start_lr_policy)
-        16000: 0.0001, 17000: 0.0005, 18000: 0.0001, 19000: 0.0003, 21000: 0.0002,
+        16000: 0.0001,
+        17000: 0.0005,
+        18000: 0.0001,
+        19000: 0.0003,
+        21000: 0.0002,
         # stage 3 starts at 22,000
-        22000: 0.00001, 22500: 0.00005, 23000: 0.00001, 23500: 0.00003, 24500: 0.00002,
+        22000: 0.00001,
+        22500: 0.00005,
+        23000: 0.00001,
+        23500: 0.00003,
+        24500: 0.00002,
     }
     for step, lr in expected.items():
         assert schedule.lr(step) == pytest.approx(lr, rel=1e-12), step
@@ -170,10 +184,14 @@ def test_exp_range_cycle_average_tracks_exp():
 
 
 def test_wave_is_the_papers_triangle_formula():
-    # Our cycle position comes from an integer remainder; the paper's (§3.1) from floor/abs.
-    from clr_dist.schedules.cyclical import Wave, triangle
+    # Our cycle position comes from an integer remainder; the paper's (§3.1) from floor/abs: the
+    # conftest oracle, between base 0 and max 1, is the paper's triangle itself.
+    from clr_dist.schedules.cyclical import Wave
 
     for stepsize in (1, 7, 2000):
         wave = Wave(2 * stepsize)
-        for step in list(range(0, 8 * stepsize, max(1, stepsize // 50))) + [8 * stepsize - 1]:
-            assert wave(step) == pytest.approx(triangle(step, stepsize), abs=1e-12)
+        steps = list(range(0, 8 * stepsize, max(1, stepsize // 50))) + [8 * stepsize - 1]
+        for step in steps:
+            assert wave(step) == pytest.approx(closed_form_triangular(step, 0.0, 1.0, stepsize), abs=1e-12)
+        # Four whole cycles: 0 at every cycle start, 1 at every peak.
+        assert [wave(k * stepsize) for k in range(8)] == [0.0, 1.0] * 4

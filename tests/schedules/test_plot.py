@@ -56,7 +56,9 @@ def test_csv_without_momentum_and_no_png(tmp_path: Path):
 def test_png_marks_cycle_ends(tmp_path: Path):
     from clr_dist.schedules.plot import cycle_ends
 
-    schedule = build_schedule(ScheduleConfig(policy="cosine_restarts", base_lr=0.0, stepsize=4, cycle_mult=2), 10).schedule
+    schedule = build_schedule(
+        ScheduleConfig(policy="cosine_restarts", base_lr=0.0, stepsize=4, cycle_mult=2), 10
+    ).schedule
     assert cycle_ends(schedule, 56) == [8, 24, 56]
     png_path = tmp_path / "one_panel.png"
     schedule_command(ScheduleConfig(policy="triangular", stepsize=5), 10, 40, None, str(png_path))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from schedule_helpers import build, cycle_ends
 
 from clr_dist.schedules import ScheduleConfig, StageConfig, build_schedule
-from schedule_helpers import build, cycle_ends
 
 
 def test_cyclical_cycle_queries():
@@ -51,8 +51,15 @@ def test_cosine_restarts_cycle_queries():
 
 def test_one_cycle():
     schedule = build(
-        policy="one_cycle", base_lr=0.01, max_lr=0.1, stepsize=5, total_steps=20, final_lr_ratio=0.01,
-        momentum_cycle=True, base_momentum=0.85, max_momentum=0.95,
+        policy="one_cycle",
+        base_lr=0.01,
+        max_lr=0.1,
+        stepsize=5,
+        total_steps=20,
+        final_lr_ratio=0.01,
+        momentum_cycle=True,
+        base_momentum=0.85,
+        max_momentum=0.95,
     )
     # Up over 5 steps, down over 5, then 10 steps of anneal from 0.01 to 0.0001, held after.
     assert schedule.lr(0) == 0.01 and schedule.lr(5) == pytest.approx(0.1)
@@ -82,12 +89,25 @@ def test_momentum_inverse_to_lr():
     # The paper's exp_range: momentum follows the position between the decayed bounds, so it
     # spans its full range in every cycle.
     schedule = build(
-        policy="exp_range", base_lr=0.001, max_lr=0.006, stepsize=10, gamma=0.99,
-        momentum_cycle=True, base_momentum=0.8, max_momentum=0.9,
+        policy="exp_range",
+        base_lr=0.001,
+        max_lr=0.006,
+        stepsize=10,
+        gamma=0.99,
+        momentum_cycle=True,
+        base_momentum=0.8,
+        max_momentum=0.9,
     )
     assert [schedule.momentum(s) for s in (0, 10, 20, 30, 35, 40)] == pytest.approx([0.9, 0.8, 0.9, 0.8, 0.85, 0.9])
-    decay = build(policy="decay", base_lr=0.001, max_lr=0.007, stepsize=4, momentum_cycle=True,
-                  base_momentum=0.8, max_momentum=0.9)
+    decay = build(
+        policy="decay",
+        base_lr=0.001,
+        max_lr=0.007,
+        stepsize=4,
+        momentum_cycle=True,
+        base_momentum=0.8,
+        max_momentum=0.9,
+    )
     assert [decay.momentum(s) for s in range(6)] == pytest.approx([0.8, 0.825, 0.85, 0.875, 0.9, 0.9])
     # Without an upper bound the LR sits at its lower bound: momentum stays at its maximum.
     fixed = build(policy="fixed", base_lr=0.01, momentum_cycle=True, base_momentum=0.8, max_momentum=0.9)
@@ -127,10 +147,15 @@ RESUMABLE = [
     dict(policy="decay", stepsize=40),
     dict(policy="one_cycle", stepsize=60, total_steps=180, momentum_cycle=True),
     dict(policy="cosine_restarts", stepsize=5, cycle_mult=2, warmup_steps=8),
-    dict(policy="multistage", warmup_steps=3, momentum_cycle=True, stages=[
-        StageConfig(policy="triangular2", stepsize=10, max_iter=80),
-        StageConfig(policy="exp_range", base_lr=0.001, max_lr=0.002, stepsize=5, gamma=0.99),
-    ]),
+    dict(
+        policy="multistage",
+        warmup_steps=3,
+        momentum_cycle=True,
+        stages=[
+            StageConfig(policy="triangular2", stepsize=10, max_iter=80),
+            StageConfig(policy="exp_range", base_lr=0.001, max_lr=0.002, stepsize=5, gamma=0.99),
+        ],
+    ),
 ]
 
 
