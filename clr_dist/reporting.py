@@ -253,7 +253,7 @@ class WandbWriter(Writer):
 
         id_file = self.run_dir / "wandb_run_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-        id_file.write_text(run_id + "\n")
+        atomic_write_text(id_file, run_id + "\n")
         self.run = wandb.init(
             project=self.cfg.project,
             entity=self.cfg.entity,

@@ -205,7 +205,7 @@ class Trainer:
             return
         marker = self.run_dir / "stopped"
         if stopped:
-            marker.write_text(f"{self.step}\n")
+            atomic_write_text(marker, f"{self.step}\n")
         else:
             marker.unlink(missing_ok=True)
 
@@ -406,7 +406,7 @@ class Trainer:
         self.load_state_dict({**loaded.shared, **(loaded.rank if same_layout else {})})
         id_file = self.run_dir / "wandb_run_id"
         if self.info.is_main and meta["wandb_run_id"] and not id_file.exists():
-            id_file.write_text(meta["wandb_run_id"] + "\n")  # the same W&B run continues
+            atomic_write_text(id_file, meta["wandb_run_id"] + "\n")  # the same W&B run continues
         if self.info.is_main:
             print(f"clr-dist: resuming from {loaded.directory} at step {self.step}", file=sys.stderr, flush=True)
 

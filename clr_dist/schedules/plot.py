@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from clr_dist.errors import ConfigError
+from clr_dist.files import atomic_open
 from clr_dist.schedules.base import Schedule
 from clr_dist.schedules.factory import ScheduleConfig, build_schedule
 
@@ -30,7 +31,7 @@ def cycle_ends(schedule: Schedule, max_steps: int) -> list[int]:
 def write_csv(schedule: Schedule, max_steps: int, path: str | Path) -> None:
     """One row per update 0..max_steps-1: step,lr,momentum,cycle; momentum is empty when the
     schedule leaves it alone. Floats are written with repr, so they read back exactly."""
-    with open(path, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_HEADER)
         for step in range(max_steps):
