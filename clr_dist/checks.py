@@ -20,7 +20,7 @@ import torch
 from clr_dist.bounds import METHODS, RULES
 from clr_dist.config import OptimizerConfig, RangeTestConfig, TrainConfig
 from clr_dist.errors import ConfigError
-from clr_dist.models import check_model_name
+from clr_dist.models import check_model_fits, check_model_name
 from clr_dist.optim import OPTIMIZERS, WITHOUT_MOMENTUM
 from clr_dist.plan import JOBS, autocast_dtype
 from clr_dist.schedules import Schedule, check_schedule_config
@@ -43,6 +43,7 @@ def validate(cfg: TrainConfig, world_size: int, device: torch.device = torch.dev
     check_choice("logger.mode", cfg.logger.mode, LOGGER_MODES)
     _check_positive(("logger.log_every", cfg.logger.log_every))
     check_model_name(cfg.model.name)
+    check_model_fits(cfg.model.name, dict(cfg.model.kwargs), cfg.data.image_size)
     check_optimizer(cfg.optimizer)
     _check_precision(cfg, device)
     schedule = check_schedule_config(cfg.schedule)

@@ -5,6 +5,7 @@
     clr-dist range-test [overrides]                       sweep the LR, suggest base_lr and max_lr
     clr-dist data make-demo OUT                           write the embedded demo dataset
     clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
+    clr-dist data cifar10 OUT --source ARCHIVE            convert CIFAR-10's binary archive to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
@@ -97,6 +98,16 @@ def _fashion_mnist(args: argparse.Namespace) -> None:
     )
 
 
+def _cifar10(args: argparse.Namespace) -> None:
+    from clr_dist.data.cifar10 import convert_cifar10
+
+    summary = convert_cifar10(args.out, source=args.source, limit_per_class=args.limit_per_class)
+    print(
+        f"CIFAR-10 at {args.out}: {len(summary.classes)} classes, "
+        f"{summary.train_count} train and {summary.val_count} val images"
+    )
+
+
 def _check(args: argparse.Namespace) -> None:
     from clr_dist.data.check import check_dataset, format_summary
 
@@ -162,6 +173,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with the IDX files (default: where apt-get install dataset-fashion-mnist puts them)",
     )
     fmnist.set_defaults(run=_fashion_mnist)
+    cifar = data.add_parser(
+        "cifar10",
+        help="convert CIFAR-10's binary archive (50k/10k) to the ImageNet folder layout as 32x32 PNGs",
+        description="Convert CIFAR-10 from its binary version, the file cifar-10-binary.tar.gz on the "
+        "CIFAR-10 page of the University of Toronto (https://www.cs.toronto.edu/~kriz/cifar.html), "
+        "into OUT/train/<class>/*.png and OUT/val/<class>/*.png (val: the test batch). Nothing is "
+        "downloaded; the archive is read without extracting it, and the pickled Python version is refused.",
+    )
+    cifar.add_argument("out", help="output directory (reused if it already holds the same conversion)")
+    cifar.add_argument(
+        "--source",
+        required=True,
+        metavar="ARCHIVE",
+        help="cifar-10-binary.tar.gz, the binary version from the CIFAR-10 page of the University of Toronto "
+        "(https://www.cs.toronto.edu/~kriz/cifar.html)",
+    )
+    cifar.add_argument(
+        "--limit-per-class", type=int, metavar="N", help="first N images per class and split (default: all)"
+    )
+    cifar.set_defaults(run=_cifar10)
     check = data.add_parser("check", help="decode every image; report problems and write clean file lists")
     check.add_argument("root", help="dataset root holding train/<class>/* and val/<class>/*")
     check.add_argument(

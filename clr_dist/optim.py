@@ -1,7 +1,11 @@
 """The optimizers of the paper's Table 3, built from config, and the hooks the schedule drives.
 
 The schedule owns the learning rate (and, if it cycles it, the momentum): ``set_lr`` and
-``set_momentum`` overwrite the optimizer's values before every update.
+``set_momentum`` overwrite the optimizer's values before every update. A model may carry Caffe's
+per-parameter multipliers (``caffe_multipliers``: name -> (lr_mult, decay_mult), as in
+``clr_dist.models.Cifar10Full``): its parameters then fall into groups whose LR is the schedule's
+times ``lr_mult`` at every step and whose weight decay is ``optimizer.weight_decay`` times
+``decay_mult``.
 """
 
 from __future__ import annotations
@@ -71,15 +75,36 @@ OPTIMIZERS: dict[str, Callable[[OptimizerConfig, Iterable, float], torch.optim.O
 WITHOUT_MOMENTUM = frozenset({"adagrad", "adadelta"})
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """``model``'s trainable parameters, one group per (lr_mult, decay_mult) of its
+    ``caffe_multipliers`` ((1, 1) for every parameter it does not name, and for models without
+    them), in the order the parameters first appear."""
+    multipliers: dict[str, tuple[float, float]] = getattr(model, "caffe_multipliers", {})
+    unknown = set(multipliers) - {name for name, _ in model.named_parameters()}
+    if unknown:  # a typo in a model's table would silently train at the wrong rate
+        raise ValueError(f"caffe_multipliers names no parameter of the model: {sorted(unknown)}")
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault(multipliers.get(name, (1.0, 1.0)), []).append(param)
+    return [
+        {"params": params, "lr_mult": lr_mult, "weight_decay": weight_decay * decay_mult}
+        for (lr_mult, decay_mult), params in groups.items()
+    ]
+
+
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
     """The configured optimizer (``clr_dist.checks`` has checked ``cfg``) over ``model``'s
-    parameters. The LR is overwritten every step."""
-    return OPTIMIZERS[cfg.name](cfg, model.parameters(), lr)
+    parameter groups. The LR is overwritten every step (``set_lr``)."""
+    optimizer = OPTIMIZERS[cfg.name](cfg, parameter_groups(model, cfg.weight_decay), lr)
+    set_lr(optimizer, lr)
+    return optimizer
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's ``lr`` on every group, times the group's ``lr_mult``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)
 
 
 def current_momentum(optimizer: torch.optim.Optimizer) -> float | None:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 
 from clr_dist.errors import ConfigError
-from clr_dist.models import build_model, check_model_name, training_loss
+from clr_dist.models import WithinChannelLRN, build_model, check_model_fits, check_model_name, training_loss
 
 
 @pytest.mark.parametrize("name", ["alexnet", "googlenet"])
@@ -56,3 +58,72 @@ def test_unknown_model_suggests_close_names() -> None:
 def test_no_pretrained_weights() -> None:
     with pytest.raises(ConfigError, match="pretrained weights are not available"):
         timm.create_model("alexnet", pretrained=True)
+
+
+def caffe_pooled(size: int) -> int:
+    """Caffe's pooled side for kernel 3, stride 2 (it rounds up): ceil((n - 3) / 2) + 1."""
+    return math.ceil((size - 3) / 2) + 1
+
+
+@pytest.mark.parametrize(("size", "sides"), [(32, (16, 8, 4)), (28, (14, 7, 3))])
+def test_cifar10_full_layer_shapes_follow_caffes_pooling(size: int, sides: tuple[int, int, int]) -> None:
+    assert tuple(caffe_pooled(n) for n in (size, sides[0], sides[1])) == sides
+    model = timm.create_model("cifar10_full", num_classes=10, img_size=size)
+    shapes = {}
+    for name in ("conv1", "pool1", "conv2", "pool2", "conv3", "pool3"):
+        getattr(model, name).register_forward_hook(lambda m, i, out, name=name: shapes.__setitem__(name, out.shape[1:]))
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
+    assert shapes == {
+        "conv1": (32, size, size),
+        "pool1": (32, sides[0], sides[0]),
+        "conv2": (32, sides[0], sides[0]),
+        "pool2": (32, sides[1], sides[1]),
+        "conv3": (64, sides[1], sides[1]),
+        "pool3": (64, sides[2], sides[2]),
+    }
+    # conv1 3*32*25 + 32, conv2 32*32*25 + 32, conv3 32*64*25 + 64, ip1 64*side^2*10 + 10.
+    expected = 2432 + 25632 + 51264 + 64 * sides[2] ** 2 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert expected == {32: 89578, 28: 85098}[size]
+
+
+def test_cifar10_full_starts_as_caffes_fillers() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("cifar10_full", num_classes=10)
+    for layer, std in (("conv1", 1e-4), ("conv2", 0.01), ("conv3", 0.01), ("ip1", 0.01)):
+        weight = getattr(model, layer).weight
+        assert weight.mean().abs() < 0.1 * std and weight.std().item() == pytest.approx(std, rel=0.1), layer
+        assert torch.count_nonzero(getattr(model, layer).bias) == 0, layer
+
+
+def test_within_channel_lrn_is_caffes_formula() -> None:
+    """x / (1 + alpha / 9 * sum of x^2 over the 3x3 neighbourhood, zeros outside)^beta, by loops."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 4, 5) * 30  # large enough for the normalisation to matter
+    alpha, beta = 5e-5, 0.75
+    expected = torch.empty_like(x)
+    for c in range(2):
+        for i in range(4):
+            for j in range(5):
+                window = x[0, c, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]
+                expected[0, c, i, j] = x[0, c, i, j] / (1 + alpha / 9 * (window**2).sum()) ** beta
+    assert torch.allclose(WithinChannelLRN(3, alpha, beta)(x), expected, rtol=1e-6)
+
+
+def test_cifar10_full_sigmoid_bn_variant() -> None:
+    model = timm.create_model("cifar10_full", num_classes=10, sigmoid_bn=True)
+    assert [model.conv1.bias, model.conv2.bias, model.conv3.bias] == [None, None, None]
+    assert not model.bn1.affine and not hasattr(model, "norm1")  # Caffe's BatchNorm: no scale, no LRN
+    model.eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    assert model.caffe_multipliers == {"ip1.weight": (1.0, 1.0), "ip1.bias": (1.0, 0.0)}
+
+
+def test_a_model_that_does_not_fit_the_image_size_is_refused() -> None:
+    check_model_fits("cifar10_full", {"img_size": 32}, 32)
+    with pytest.raises(
+        ConfigError, match=r"^model.name=alexnet \(model.kwargs=\{\}\) does not fit data.image_size=32: "
+    ):
+        check_model_fits("alexnet", {}, 32)
+    with pytest.raises(ConfigError, match="does not fit data.image_size=28: .*give a data.image_size the model takes"):
+        check_model_fits("cifar10_full", {"img_size": 32}, 28)  # its classifier is sized for 32

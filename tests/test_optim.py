@@ -5,12 +5,21 @@ import math
 from pathlib import Path
 
 import pytest
+import timm
 import torch
 
 from clr_dist.checks import check_optimizer
 from clr_dist.config import OptimizerConfig
 from clr_dist.errors import ConfigError
-from clr_dist.optim import OPTIMIZERS, CaffeSGD, build_optimizer, current_momentum, set_lr, set_momentum
+from clr_dist.optim import (
+    OPTIMIZERS,
+    CaffeSGD,
+    build_optimizer,
+    current_momentum,
+    parameter_groups,
+    set_lr,
+    set_momentum,
+)
 from clr_dist.schedules import POLICY_NAMES
 from tests.conftest import closed_form_triangular
 
@@ -206,3 +215,67 @@ def test_every_optimizer_trains_with_cycled_momentum_where_it_has_one(
         assert momenta == expected
     else:
         assert momenta == pytest.approx(expected, rel=1e-12)
+
+
+def test_caffe_multipliers_become_parameter_groups() -> None:
+    """cifar10_full_train_test.prototxt: biases of conv1 and conv2 at twice the LR; conv3 names no
+    multipliers (1, 1); ip1's weight decay 250 times the base and its bias at 2x LR, no decay."""
+    model = timm.create_model("cifar10_full", num_classes=10)
+    groups = parameter_groups(model, weight_decay=0.004)
+    names = {id(p): name for name, p in model.named_parameters()}
+    table = {(g["lr_mult"], g["weight_decay"]): sorted(names[id(p)] for p in g["params"]) for g in groups}
+    assert table == {
+        (1.0, 0.004): ["conv1.weight", "conv2.weight", "conv3.bias", "conv3.weight"],
+        (2.0, 0.004): ["conv1.bias", "conv2.bias"],
+        (1.0, 0.004 * 250): ["ip1.weight"],
+        (2.0, 0.0): ["ip1.bias"],
+    }
+    plain = parameter_groups(torch.nn.Linear(2, 2), weight_decay=0.1)  # a model without multipliers
+    assert [(g["lr_mult"], g["weight_decay"], len(g["params"])) for g in plain] == [(1.0, 0.1, 2)]
+
+
+def test_a_caffe_sgd_step_applies_each_groups_lr_and_decay() -> None:
+    """One step of Caffe's SGD from zero velocity moves each parameter by lr_mult * lr * (g + wd w)."""
+    torch.manual_seed(0)
+    model = timm.create_model("cifar10_full", num_classes=10)
+    cfg = OptimizerConfig(name="sgd", momentum_style="caffe", momentum=0.9, weight_decay=0.004)
+    optimizer = build_optimizer(cfg, model, 0.01)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    torch.nn.functional.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 3])).backward()
+    set_lr(optimizer, 0.003)
+    optimizer.step()
+    for name, param in model.named_parameters():
+        lr_mult, decay_mult = model.caffe_multipliers.get(name, (1.0, 1.0))
+        expected = before[name] - lr_mult * 0.003 * (param.grad + 0.004 * decay_mult * before[name])
+        assert torch.allclose(param.detach(), expected, rtol=1e-5, atol=1e-12), name
+
+
+@pytest.mark.slow
+def test_the_schedules_lr_reaches_every_group_times_its_multiplier(small_demo: Path, make_trainer) -> None:
+    trainer = make_trainer(
+        small_demo,
+        "model=cifar10_full",
+        "data.image_size=32",
+        "data.val_resize=32",
+        "schedule.base_lr=0.001",
+        "schedule.max_lr=0.006",
+        "schedule.stepsize=2",
+        "schedule.stepsize_epochs=null",
+        "trainer.max_steps=5",
+        "logger.log_every=1",
+    )
+    seen = []
+    original = trainer.optimizer.step
+
+    def step_and_record(*args, **kwargs):
+        seen.append([(group["lr_mult"], group["lr"]) for group in trainer.optimizer.param_groups])
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = step_and_record
+    trainer.fit()
+    assert len(seen) == 5
+    for step, groups in enumerate(seen):
+        lr = closed_form_triangular(step, 0.001, 0.006, 2)
+        assert sorted({m for m, _ in groups}) == [1.0, 2.0]
+        for lr_mult, group_lr in groups:
+            assert group_lr == pytest.approx(lr_mult * lr, rel=1e-12), (step, lr_mult)
