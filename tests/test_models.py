@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models import register_model
 
 from clr_dist.errors import ConfigError
 from clr_dist.models import WithinChannelLRN, build_model, check_model_fits, check_model_name, training_loss
@@ -127,3 +128,25 @@ def test_a_model_that_does_not_fit_the_image_size_is_refused() -> None:
         check_model_fits("alexnet", {}, 32)
     with pytest.raises(ConfigError, match="does not fit data.image_size=28: .*give a data.image_size the model takes"):
         check_model_fits("cifar10_full", {"img_size": 32}, 28)  # its classifier is sized for 32
+
+
+class _ItemInConstructor(torch.nn.Module):
+    """A model that reads a tensor's value while it is built, as some timm models do (drop-path
+    rates): the meta device cannot, which says nothing about the image size."""
+
+    def __init__(self, num_classes: int = 10, **kwargs) -> None:
+        super().__init__()
+        self.rate = torch.linspace(0, 0.1, 3)[1].item()
+        self.head = torch.nn.Linear(3, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.mean(dim=(2, 3)))
+
+
+@register_model
+def clr_dist_test_item_in_constructor(pretrained: bool = False, **kwargs) -> torch.nn.Module:
+    return _ItemInConstructor(**kwargs)
+
+
+def test_a_model_the_meta_device_cannot_build_is_not_refused() -> None:
+    check_model_fits("clr_dist_test_item_in_constructor", {}, 32)
