@@ -7,6 +7,7 @@
     clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
     clr-dist data cifar10 OUT --source ARCHIVE            convert CIFAR-10's binary archive to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
+    clr-dist compare RUN_DIR... [--baseline RUN_DIR]      runs side by side: Table 1 and Figure 1 of the paper
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
 not wait for torch, timm and DALI to load.
@@ -118,6 +119,12 @@ def _check(args: argparse.Namespace) -> None:
         sys.exit(1)  # problems found; 2 stays "could not run"
 
 
+def _compare(args: argparse.Namespace) -> None:
+    from clr_dist.compare import compare_command
+
+    compare_command(args.runs, args.baseline, args.out, args.md, args.png, args.wandb)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clr-dist", description="Distributed image-classifier training with cyclical learning rates."
@@ -200,6 +207,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: all usable cores)")
     check.set_defaults(run=_check)
+    compare = commands.add_parser(
+        "compare",
+        help="compare finished runs: top-1 against iteration (the paper's Figure 1) and a table in the shape "
+        "of its Table 1",
+        description="Read each run's metrics.jsonl, group seeds of one configuration (runs whose "
+        ".hydra/config.yaml are equal except trainer.seed, logger.run_name and paths into the run's own "
+        "directory), plot top-1 against iteration and tabulate, per group, the final and best top-1 and "
+        "the iterations needed to first reach the baseline's final top-1. Writes compare.json, compare.csv, "
+        "compare.md and compare.png and prints the table.",
+    )
+    compare.add_argument(
+        "runs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="a run directory (holding metrics.jsonl), or a folder of them such as a Hydra multirun folder "
+        "runs/multirun-<id>",
+    )
+    compare.add_argument(
+        "--baseline",
+        metavar="RUN_DIR",
+        help="the run (or folder of seeds of one configuration) whose final top-1 the others must reach; "
+        "compared too, whether or not it is among RUN_DIR (default: the group of the first RUN_DIR)",
+    )
+    compare.add_argument(
+        "--out", default="compare", metavar="DIR", help="folder for compare.json/.csv/.md/.png (default: ./compare)"
+    )
+    compare.add_argument("--md", metavar="FILE", help="write the Markdown table here instead of DIR/compare.md")
+    compare.add_argument("--png", metavar="FILE", help="write the figure here instead of DIR/compare.png")
+    compare.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and the figure to one W&B run (job_type compare, in DIR; mode from "
+        "WANDB_MODE, default offline)",
+    )
+    compare.set_defaults(run=_compare)
     return parser
 
 

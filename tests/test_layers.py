@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "models", "optim", "plan"),
     ("checks", "checkpoint", "reporting"),
     ("trainer",),
-    ("train", "range_test", "cli"),  # the commands
+    ("train", "range_test", "compare", "cli"),  # the commands
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 
