@@ -122,9 +122,6 @@ class Cifar10Full(torch.nn.Module):
                 "ip1.bias": (2.0, 0.0),
             }
 
-    def get_classifier(self) -> torch.nn.Module:
-        return self.ip1
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.sigmoid_bn:
             x = self.pool2(torch.sigmoid(self.bn2(self.conv2(torch.sigmoid(self.bn1(self.pool1(self.conv1(x))))))))

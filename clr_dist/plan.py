@@ -86,10 +86,16 @@ def planned_steps(schedule: Schedule, max_steps: int, stop_after_cycles: int | N
 
 
 def make_plan(
-    cfg: TrainConfig, job: str, info: DistInfo, data: DataSizes, built: BuiltSchedule, run_dir: Path
+    cfg: TrainConfig,
+    job: str,
+    info: DistInfo,
+    amp_dtype: torch.dtype | None,
+    data: DataSizes,
+    built: BuiltSchedule,
+    run_dir: Path,
 ) -> RunPlan:
-    """The plan of a run whose loaders are ``data`` and whose schedule is ``built``."""
-    amp_dtype = autocast_dtype(cfg.trainer.precision, info.device)
+    """The plan of a run with mixed precision in ``amp_dtype`` (``autocast_dtype``), loaders
+    ``data`` and schedule ``built``."""
     return RunPlan(
         job=job,
         world_size=info.world_size,

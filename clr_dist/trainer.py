@@ -95,7 +95,7 @@ class Trainer:
         self.data = build_loaders(cfg.data, info, cfg.trainer.seed, channels_last=self.channels_last)
         built = build_schedule(cfg.schedule, steps_per_epoch(cfg, self.data))
         self.schedule = built.schedule
-        self.plan = make_plan(cfg, job, info, self.data, built, run_dir)
+        self.plan = make_plan(cfg, job, info, self.amp_dtype, self.data, built, run_dir)
         self.model = build_model(cfg.model.name, len(self.data.classes), dict(cfg.model.kwargs)).to(info.device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
