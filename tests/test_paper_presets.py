@@ -74,6 +74,20 @@ def test_cifar10_presets_follow_the_papers_tables() -> None:
     assert 50000 // fixed.data.batch_size == 500 and math.isclose(2000 / 500, 4)
 
 
+@pytest.mark.parametrize("name", [n for n in sorted(TABLE_1) if n.startswith("cifar10_")])
+@pytest.mark.parametrize("data", ["cifar10", "fashion_mnist_28"])
+def test_cifar10_presets_feed_caffes_input_scale(name: str, data: str) -> None:
+    """Caffe's CIFAR-10 data layer subtracts the mean and does not scale: the network (and its
+    conv1 std of 1e-4) sees pixels of -128..128. The loaders compute (x/255 - mean) / std, so
+    std is 1/255, whatever data set the preset is pointed at; the data set keeps its own mean."""
+    cfg = compose_train([f"experiment=paper/{name}", f"data={data}"])
+    assert all(math.isclose(s, 1 / 255) for s in cfg.data.std)
+    mean = compose_train([f"data={data}"]).data.mean
+    assert cfg.data.mean == mean
+    white = [(1.0 - m) / s for m, s in zip(cfg.data.mean, cfg.data.std)]
+    assert all(math.isclose(w, 255 * (1 - m)) for w, m in zip(white, mean))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TABLE_1))
 def test_every_paper_preset_trains_a_few_steps(name: str, small_demo: Path, make_trainer) -> None:
