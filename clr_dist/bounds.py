@@ -170,8 +170,10 @@ def format_suggestion(result: dict, json_path: Path) -> str:
     ragged_lr = result["readings"][suggestion["method"]]["ragged_lr"]
     if ragged_lr is not None:
         lines.append(f"  the accuracy turned ragged at LR {ragged_lr:.4g}: max_lr is the best point before it")
+    names = {"range": "where the rise starts", "third": "max_lr/3", "quarter": "max_lr/4"}
+    others = [f"{names[rule]} = {value:.4g}" for rule, value in result["rules"].items() if rule != suggestion["rule"]]
     lines += [
-        f"  alternatives: base_lr = max_lr/3 = {result['rules']['third']:.4g}, max_lr/4 = {result['rules']['quarter']:.4g}",
+        f"  alternatives: base_lr = {', '.join(others)}",
         "Train with them:",
         f"  clr-dist train schedule.base_lr={suggestion['base_lr']:.4g} schedule.max_lr={suggestion['max_lr']:.4g}",
         f"  clr-dist train schedule.bounds_from={json_path}",

@@ -56,6 +56,48 @@ def snapshot_name(step: int, cycle: int) -> str:
     return f"step-{step:08d}-cycle-{cycle:03d}"
 
 
+def weights_path(run_dir: Path, step: int, cycle: int) -> Path:
+    """Where ``trainer.snapshot_weights_only`` keeps the weights of the end of ``cycle``."""
+    return run_dir / "snapshots" / f"{snapshot_name(step, cycle)}.pt"
+
+
+def save_weights(model_state: dict, meta: dict, path: Path) -> None:
+    """The model's weights alone, with ``meta`` (step, cycle, model). Rank 0 calls."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"model": model_state, "meta": meta}, path)
+
+
+def load_weights(path: Path) -> dict:
+    """The model's weights from a checkpoint folder (its ``shared.pt``) or a weights file
+    (``save_weights``), on the CPU; one line on anything else."""
+    source = path / SHARED_FILE if path.is_dir() else path
+    if not source.is_file():
+        raise ConfigError(
+            f"{path} is neither a checkpoint folder (with {SHARED_FILE}) nor a weights file; give "
+            f"RUN_DIR/checkpoints/step-N-cycle-K or RUN_DIR/snapshots/step-N-cycle-K.pt"
+        )
+    try:
+        saved = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"{source} cannot be read ({type(exc).__name__}); is it whole?") from exc
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+        raise ConfigError(f"{source} holds no model weights; give a checkpoint or a snapshot that clr-dist wrote")
+    return saved["model"]
+
+
+def cycle_snapshots(run_dir: Path) -> dict[int, Path]:
+    """Cycle number -> the saved weights of its end: snapshot checkpoints
+    (``checkpoints/step-N-cycle-K``) and weights files (``snapshots/step-N-cycle-K.pt``, preferred
+    when a cycle has both: it is the smaller read)."""
+    found: dict[int, Path] = {}
+    for path in sorted((run_dir / "checkpoints").glob("step-*-cycle-*")):
+        if (path / SHARED_FILE).is_file():
+            found[int(path.name.rsplit("-", 1)[1])] = path
+    for path in sorted((run_dir / "snapshots").glob("step-*-cycle-*.pt")):
+        found[int(path.stem.rsplit("-", 1)[1])] = path
+    return dict(sorted(found.items()))
+
+
 def _step_of(path: Path) -> int:
     return int(path.name.split("-")[1])
 

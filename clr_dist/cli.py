@@ -8,6 +8,8 @@
     clr-dist data cifar10 OUT --source ARCHIVE            convert CIFAR-10's binary archive to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
     clr-dist compare RUN_DIR... [--baseline RUN_DIR]      runs side by side: Table 1 and Figure 1 of the paper
+    clr-dist interpolate A B [--alphas ...]               loss and accuracy between two cycle-end solutions
+    clr-dist ensemble RUN_DIR [--last K]                  cycle ends alone, as a softmax ensemble, averaged
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
 not wait for torch, timm and DALI to load.
@@ -19,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from clr_dist.errors import ConfigError, UsageError, reported_as_one_line
+from clr_dist.errors import UsageError, reported_as_one_line
 
 
 def _train(overrides: list[str]) -> None:
@@ -37,30 +39,14 @@ def _range_test(overrides: list[str]) -> None:
     range_test.main()
 
 
-def compose(overrides: list[str]):
-    """conf/train.yaml with Hydra ``overrides``, composed exactly as ``clr-dist train`` does."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from clr_dist import config
-
-    config.register()
-    try:
-        with initialize_config_dir(config_dir=config.CONF_DIR, version_base="1.3"):
-            return config.to_object(hydra_compose("train", overrides=overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        # Hydra's first line names the key and the problem; the rest is its search path.
-        raise ConfigError(str(exc.__cause__ or exc).splitlines()[0]) from exc
-
-
 def _schedule(args: argparse.Namespace) -> None:
     from clr_dist.data.datasets import check_image_folder
     from clr_dist.schedules.plot import schedule_command
 
     if not (args.csv or args.png):
         raise UsageError("nothing to write: give --csv FILE and/or --png FILE")
+    from clr_dist.config import compose
+
     cfg = compose(args.overrides)
     steps_per_epoch = args.steps_per_epoch
     if steps_per_epoch is None and Path(cfg.data.root).is_dir():
@@ -123,6 +109,54 @@ def _compare(args: argparse.Namespace) -> None:
     from clr_dist.compare import compare_command
 
     compare_command(args.runs, args.baseline, args.out, args.md, args.png, args.wandb)
+
+
+def _cycle_ends(args: argparse.Namespace) -> None:
+    from clr_dist import cycle_ends, dist
+
+    try:
+        {"interpolate": cycle_ends.interpolate_command, "ensemble": cycle_ends.ensemble_command}[args.command](args)
+    finally:
+        dist.close()
+
+
+def _add_cycle_end_parsers(commands: argparse._SubParsersAction) -> None:
+    overrides_help = "Hydra overrides on top of the run's own (e.g. data.root=/data/imagenet)"
+    line = commands.add_parser(
+        "interpolate",
+        help="loss and accuracy along alpha * A + (1 - alpha) * B, between two cycle-end solutions",
+        description="Evaluate the weights alpha * A + (1 - alpha) * B for each alpha (Smith & Topin 2017): "
+        "train loss on a fixed subset, validation loss, top-1 and top-5; CSV, JSON and PNG. "
+        "Under torchrun: torchrun --nproc_per_node=N -m clr_dist.cli interpolate A B.",
+    )
+    line.add_argument("a", metavar="A", help="weights: RUN_DIR/checkpoints/step-N-cycle-K or RUN_DIR/snapshots/*.pt")
+    line.add_argument("b", metavar="B", help="weights of the same model")
+    line.add_argument("--alphas", default="-0.5:1.5:21", help="START:STOP:COUNT or a,b,c (default: -0.5:1.5:21)")
+    line.add_argument("--train-images", type=int, default=2000, help="training images for the train loss (2000)")
+    line.add_argument("--val-images", type=int, help="validation images (default: all)")
+    line.add_argument(
+        "--bn-images", type=int, default=2000, help="training images to recompute batch norm on (2000; 0: as saved)"
+    )
+    line.add_argument("--out", help="output folder (default: A's RUN_DIR/interpolate-<A>-<B>)")
+    line.add_argument("overrides", nargs="*", help=overrides_help)
+    line.set_defaults(run=_cycle_ends)
+    ens = commands.add_parser(
+        "ensemble",
+        help="cycle-end snapshots alone, as a softmax ensemble and as averaged weights",
+        description="Validate chosen cycle-end snapshots, the ensemble of their softmax (Huang et al. 2017) "
+        "and their averaged weights (Izmailov et al. 2018, batch norm recomputed); a table and "
+        "ensemble.json. Under torchrun: torchrun --nproc_per_node=N -m clr_dist.cli ensemble RUN_DIR.",
+    )
+    ens.add_argument("run_dir", metavar="RUN_DIR")
+    choice = ens.add_mutually_exclusive_group()
+    choice.add_argument("--last", type=int, metavar="K", help="the last K cycle ends (default: all)")
+    choice.add_argument("--cycles", metavar="LIST", help="these cycles, e.g. 2,3,4")
+    ens.add_argument(
+        "--bn-images", type=int, default=2000, help="training images to recompute the average's batch norm on (2000)"
+    )
+    ens.add_argument("--out", help="folder for ensemble.json (default: RUN_DIR)")
+    ens.add_argument("overrides", nargs="*", help=overrides_help)
+    ens.set_defaults(run=_cycle_ends)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "WANDB_MODE, default offline)",
     )
     compare.set_defaults(run=_compare)
+    _add_cycle_end_parsers(commands)
     return parser
 
 

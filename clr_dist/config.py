@@ -129,6 +129,10 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     # Also save a snapshot at every cycle end, kept by cycle number (for later analysis).
     snapshot_cycle_ends: bool = True
+    # Those snapshots as the model's weights alone (RUN_DIR/snapshots/step-N-cycle-K.pt, written
+    # even with save_checkpoints=false): what interpolate and ensemble read, without the
+    # optimizer state a resume needs (for SGD with momentum, half the size of a checkpoint).
+    snapshot_weights_only: bool = False
     # auto: continue from the newest readable checkpoint in the run directory, if there is one;
     # a checkpoint folder; or null: always start afresh.
     resume: Optional[str] = "auto"
@@ -142,9 +146,12 @@ class RangeTestConfig:
 
     start_lr: float = 1e-4
     end_lr: float = 0.1
-    # Length of the sweep: optimizer steps, or epochs (the paper: "several epochs"); one of them.
+    # Length of the sweep: optimizer steps, or epochs; one of them. 8 epochs, the length of the
+    # paper's CIFAR-10 test (Figure 3): on the demo set a 4-epoch sweep left accuracy at chance
+    # until LR 0.017 and put max_lr at 0.017, where 8 epochs put it at 0.031, next to the best
+    # of a grid of trained bounds (docs/BENCHMARKS.md, "Which reading").
     steps: Optional[int] = None
-    epochs: Optional[float] = 4.0
+    epochs: Optional[float] = 8.0
     # linear (Smith) or exp (the LR grows by a constant factor each step, the fast.ai variant).
     mode: str = "linear"
     # Accuracy on a fixed subset of the validation set every this many steps (null: 25 points).
@@ -156,8 +163,11 @@ class RangeTestConfig:
     # Read the bounds off the accuracy curve (the paper's way), the loss curve, or auto: accuracy
     # when the sweep evaluated at least 5 times, else loss.
     method: str = "auto"
-    # base_lr from the curve (range), or max_lr / 3 or / 4 (the paper's rule of thumb).
-    rule: str = "range"
+    # base_lr as max_lr / 3 (third) or / 4 (quarter), the paper's rule of thumb, or read off the
+    # curve where the rise starts (range). third: where the rise starts depends on how long the
+    # net has trained by then, not only on the LR; on the demo set the reading's base_lr trained
+    # to far less than max_lr / 3 did (docs/BENCHMARKS.md, "Which reading").
+    rule: str = "third"
     # "Starts to rise" and "stops rising": the first points past this share of the curve's whole
     # rise from its low, and within it of its peak. Relative, so the loss scale does not matter.
     rise_fraction: float = 0.1
@@ -206,6 +216,23 @@ def register() -> None:
     if not OmegaConf.has_resolver("clr_run_id"):
         OmegaConf.register_new_resolver("clr_run_id", run_id, use_cache=True)
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def compose(overrides: list[str]) -> TrainConfig:
+    """conf/train.yaml with Hydra ``overrides``, composed exactly as ``clr-dist train`` does,
+    outside ``@hydra.main`` (the tools that read a run's config); one line on a bad override."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return to_object(hydra_compose("train", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        # Hydra's first line names the key and the problem; the rest is its search path.
+        raise ConfigError(str(exc.__cause__ or exc).splitlines()[0]) from exc
 
 
 def _reject_unknown_keys(node: Any, path: str) -> None:

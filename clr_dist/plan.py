@@ -18,7 +18,7 @@ from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import BuiltSchedule, Schedule
 
-JOBS = ("train", "range_test")
+JOBS = ("train", "range_test", "interpolate", "ensemble")
 
 
 class DataSizes(Protocol):

@@ -184,7 +184,14 @@ class Trainer:
     def _validate_and_checkpoint_if_due(self, lr: float) -> None:
         peak = self._validate_if_due(lr)
         if peak is not None and self.cfg.trainer.snapshot_cycle_ends:
-            self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
+            if self.cfg.trainer.snapshot_weights_only:
+                if self.info.is_main:
+                    meta = {"step": self.step, "cycle": peak.cycle, "model": self.cfg.model.name}
+                    checkpoint.save_weights(
+                        self.model.state_dict(), meta, checkpoint.weights_path(self.run_dir, self.step, peak.cycle)
+                    )
+            else:
+                self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
         if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
             self.save_checkpoint(checkpoint.periodic_name(self.step))
 
@@ -286,39 +293,34 @@ class Trainer:
         return total
 
     @torch.no_grad()
-    def evaluate(self, limit: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, limit: int | None = None, split: str = "val", model: torch.nn.Module | None = None
+    ) -> dict[str, float]:
         """Loss, top-1 and top-5 over the whole validation set, or over a fixed subset of
-        ``limit`` images spread evenly over it. Every rank must call.
+        ``limit`` images spread evenly over it; with ``split="train"``, over a fixed subset of
+        ``limit`` training images read without augmentation. ``model``: another model than the
+        trainer's (an average, an ensemble) on the same data. Every rank must call.
 
         Uses the bare model, not the DDP wrapper: ranks may hold different numbers of validation
         batches, and DDP's forward can issue collectives. Sums are reduced once at the end.
         """
-        self.model.eval()
+        if split == "train":
+            batches, expected = self.data.train_subset_batches(limit), min(limit, self.data.train_size)
+        else:
+            batches = self.data.val_batches(limit)
+            expected = self.data.val_size if limit is None else min(limit, self.data.val_size)
+        model = model or self.model
+        model.eval()
         totals = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, top1, top5, n
-        for images, targets in self.data.val_batches(limit):
+        for images, targets in batches:
             images, targets = self._to_device(images, targets)
             with self._autocast():
-                logits = self.model(images)
-            logits = logits.float()
-            k = min(5, logits.shape[1])
-            hits = logits.topk(k, dim=1).indices == targets[:, None]
-            totals += torch.stack(
-                [
-                    F.cross_entropy(logits, targets, reduction="sum").double(),
-                    hits[:, 0].sum().double(),
-                    hits.any(dim=1).sum().double(),
-                    torch.full((), len(targets), dtype=torch.float64, device=self.info.device),  # no H2D copy
-                ]
-            )
-        dist.all_reduce_sum(totals)
-        self.model.train()
-        loss, top1, top5, count = totals.tolist()
-        expected = self.data.val_size if limit is None else min(limit, self.data.val_size)
-        if int(count) != expected:  # every validation image exactly once, or a bug
-            raise RuntimeError(f"validation saw {int(count)} images, expected {expected}")
-        return {"val_loss": loss / count, "top1": top1 / count, "top5": top5 / count}
+                logits = model(images)
+            totals += metric_sums(logits.float(), targets)
+        model.train()
+        return metrics_of(totals, expected)
 
-    # --- run state ---------------------------------------------------------------------------
+        # --- run state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """This rank's run state between two steps: enough for ``load_state_dict`` to continue
@@ -412,3 +414,28 @@ class Trainer:
 
     def close(self) -> None:
         self.reporter.close()
+
+
+def metric_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy, top-1 hits, top-5 hits and the image count of one batch (float64).
+    ``logits`` may be log-probabilities (an ensemble's): the cross-entropy is then their NLL."""
+    k = min(5, logits.shape[1])
+    hits = logits.topk(k, dim=1).indices == targets[:, None]
+    return torch.stack(
+        [
+            F.cross_entropy(logits, targets, reduction="sum").double(),
+            hits[:, 0].sum().double(),
+            hits.any(dim=1).sum().double(),
+            torch.full((), len(targets), dtype=torch.float64, device=logits.device),  # no H2D copy
+        ]
+    )
+
+
+def metrics_of(totals: torch.Tensor, expected: int) -> dict[str, float]:
+    """``val_loss``, ``top1`` and ``top5`` from this rank's ``metric_sums`` totals, summed over
+    the ranks (every rank must call). Checks that every image was counted exactly once."""
+    dist.all_reduce_sum(totals)
+    loss, top1, top5, count = totals.tolist()
+    if int(count) != expected:  # every image exactly once, or a bug
+        raise RuntimeError(f"evaluation saw {int(count)} images, expected {expected}")
+    return {"val_loss": loss / count, "top1": top1 / count, "top5": top5 / count}

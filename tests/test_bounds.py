@@ -169,10 +169,10 @@ def test_suggest_reads_accuracy_when_there_are_enough_points_and_applies_the_rul
     curve = {"lr": LRS, "loss": loss_curve()}
     evaluations = evaluations_from(accuracy_curve(noise=0.0), 4)  # 25 points
     result = suggest(curve, evaluations, RangeTestConfig())
-    assert result["suggestion"]["method"] == "accuracy" and result["suggestion"]["rule"] == "range"
-    assert result["suggestion"]["base_lr"] < result["suggestion"]["max_lr"]
-    third = suggest(curve, evaluations, RangeTestConfig(rule="third"))["suggestion"]
-    assert third["base_lr"] == pytest.approx(third["max_lr"] / 3)
+    assert result["suggestion"]["method"] == "accuracy" and result["suggestion"]["rule"] == "third"  # the default
+    assert result["suggestion"]["base_lr"] == pytest.approx(result["suggestion"]["max_lr"] / 3)
+    reading = suggest(curve, evaluations, RangeTestConfig(rule="range"))["suggestion"]
+    assert reading["base_lr"] == result["readings"]["accuracy"]["base_lr"] < reading["max_lr"]
     few = suggest(curve, evaluations[:4], RangeTestConfig())["suggestion"]
     assert few["method"] == "loss"  # 4 evaluations are too few to read
     assert suggest(curve, evaluations[:4], RangeTestConfig(method="accuracy"))["suggestion"]["method"] == "accuracy"
@@ -185,7 +185,7 @@ def test_a_one_step_rise_falls_back_to_the_quarter_rule() -> None:
     result = suggest(
         {"lr": LRS, "loss": [1.0] * 100},
         evaluations_from(jump, 1),
-        RangeTestConfig(smooth_fraction=0.0, rise_fraction=0.45),
+        RangeTestConfig(smooth_fraction=0.0, rise_fraction=0.45, rule="range"),
     )
     assert result["readings"]["accuracy"]["base_lr"] == result["readings"]["accuracy"]["max_lr"]
     assert result["suggestion"]["rule"] == "quarter"

@@ -137,7 +137,7 @@ def test_range_test_settings_are_checked_for_the_range_test_only() -> None:
     validate(cfg, 1)  # a training run does not read them
     with pytest.raises(ConfigError, match=r"^range_test.start_lr=0.1 and end_lr=0.01: need 0 < start_lr < end_lr"):
         validate(cfg, 1, job="range_test")
-    with pytest.raises(ConfigError, match=r"^job='sweep' is not one of: train, range_test$"):
+    with pytest.raises(ConfigError, match=r"^job='sweep' is not one of: train, range_test, interpolate, ensemble$"):
         validate(compose_train([]), 1, job="sweep")
 
 

@@ -22,10 +22,10 @@ LAYERS: list[tuple[str, ...]] = [
     ("files", "bounds"),  # small utilities: atomic files; reading a range-test curve
     ("dist",),
     ("config", "schedules"),
-    ("data", "models", "optim", "plan"),
+    ("data", "models", "optim", "plan", "weights"),
     ("checks", "checkpoint", "reporting"),
     ("trainer",),
-    ("train", "range_test", "compare", "cli"),  # the commands
+    ("train", "range_test", "compare", "cycle_ends", "cli"),  # the commands
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 

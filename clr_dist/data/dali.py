@@ -220,8 +220,8 @@ class DaliLoaders:
         self._train_iterator = lambda checkpoint=None: iterator(train_files, train_labels, True, checkpoint)
         self.train = self._train_iterator()
         self.val = iterator(val_files, val_labels, False)
-        self._val_list = (val_files, val_labels)
-        self._held_out: dict[int, tuple] = {}  # size -> (iterator, this rank's files)
+        self._lists = {"train": (train_files, train_labels), "val": (val_files, val_labels)}
+        self._subsets: dict[tuple[str, int], tuple] = {}  # (split, size) -> (iterator, this rank's files)
         self.layout = (info.rank, info.world_size)
         self.yielded = 0  # full training batches served in the current epoch
         self.root = cfg.root
@@ -312,11 +312,21 @@ class DaliLoaders:
         spread evenly over it (every class represented), each image on exactly one rank."""
         if limit is None or limit >= self.val_size:
             return self._read(self.val, self.shard_files["val"])
-        if limit not in self._held_out:
-            files, labels = (select(values, evenly_spaced(self.val_size, limit)) for values in self._val_list)
+        return self._subset("val", limit)
+
+    def train_subset_batches(self, limit: int) -> Iterator[Batch]:
+        """This rank's share of a fixed subset of ``limit`` training images spread evenly over
+        the training set, read as validation images are (no random crop or flip): the same
+        images in the same order at every call, each on exactly one rank."""
+        return self._subset("train", min(limit, self.train_size))
+
+    def _subset(self, split: str, limit: int) -> Iterator[Batch]:
+        if (split, limit) not in self._subsets:
+            all_files, all_labels = self._lists[split]
+            files, labels = (select(values, evenly_spaced(len(all_files), limit)) for values in (all_files, all_labels))
             rank, world_size = self.layout
-            self._held_out[limit] = (
+            self._subsets[split, limit] = (
                 self._iterator(files, labels, False),
                 files[slice(*shard_bounds(limit, rank, world_size))],
             )
-        return self._read(*self._held_out[limit])
+        return self._read(*self._subsets[split, limit])

@@ -54,3 +54,7 @@ class SyntheticLoaders:
             return iter([self.batch])
         share = limit // self.world_size + (self.rank < limit % self.world_size)
         return iter([(self.batch[0][:share], self.batch[1][:share])])
+
+    def train_subset_batches(self, limit: int) -> Iterator[Batch]:
+        """The same as ``val_batches(limit)``: one random batch stands for both splits."""
+        return self.val_batches(limit)

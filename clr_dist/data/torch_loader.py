@@ -59,6 +59,7 @@ class TorchvisionLoaders:
             ]
         )
         self.train_set = ImageFolder(f"{cfg.root}/train", train_tf)
+        self._plain_train_set = lambda: ImageFolder(f"{cfg.root}/train", val_tf)  # train_subset_batches
         val_set = ImageFolder(f"{cfg.root}/val", val_tf)
         if not self.train_set.classes == val_set.classes == classes:
             # The folders were checked a moment ago (check_image_folder): they changed since.
@@ -84,11 +85,12 @@ class TorchvisionLoaders:
         self.train = DataLoader(
             self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common
         )
-        self._val_loader = lambda indices: DataLoader(
-            Subset(val_set, indices[info.rank :: info.world_size]), batch_size=per_rank_batch, **common
+        self._subset_loader = lambda dataset, indices: DataLoader(
+            Subset(dataset, indices[info.rank :: info.world_size]), batch_size=per_rank_batch, **common
         )
-        self.val = self._val_loader(range(len(val_set)))
-        self._held_out: dict[int, DataLoader] = {}
+        self._val_set = val_set
+        self.val = self._subset_loader(val_set, range(len(val_set)))
+        self._subsets: dict[tuple[str, int], DataLoader] = {}
 
     @property
     def batches_per_epoch(self) -> int:
@@ -120,6 +122,16 @@ class TorchvisionLoaders:
         spread evenly over it; each image on exactly one rank."""
         if limit is None or limit >= self.val_size:
             return iter(self.val)
-        if limit not in self._held_out:
-            self._held_out[limit] = self._val_loader(evenly_spaced(self.val_size, limit))
-        return iter(self._held_out[limit])
+        if ("val", limit) not in self._subsets:
+            self._subsets["val", limit] = self._subset_loader(self._val_set, evenly_spaced(self.val_size, limit))
+        return iter(self._subsets["val", limit])
+
+    def train_subset_batches(self, limit: int) -> Iterator[Batch]:
+        """This rank's share of a fixed subset of ``limit`` training images spread evenly over
+        the training set, with the validation transforms (no random crop or flip): the same
+        images at every call, each on exactly one rank."""
+        limit = min(limit, self.train_size)
+        if ("train", limit) not in self._subsets:
+            indices = evenly_spaced(self.train_size, limit)
+            self._subsets["train", limit] = self._subset_loader(self._plain_train_set(), indices)
+        return iter(self._subsets["train", limit])
