@@ -109,6 +109,7 @@ def _check_trainer(cfg: TrainConfig) -> None:
         ("trainer.max_steps", trainer.max_steps),
         ("trainer.grad_accum_steps", trainer.grad_accum_steps),
         ("trainer.keep_checkpoints", trainer.keep_checkpoints),
+        ("trainer.average_bn_images", trainer.average_bn_images),
     )
     if trainer.checkpoint_every is not None and trainer.checkpoint_every <= 0:
         raise ConfigError(

@@ -287,7 +287,14 @@ def main(argv: list[str] | None = None) -> None:
         # Everything after the command belongs to Hydra (including --help, --cfg job, -m).
         hydra_commands[argv[0]](argv[1:])
         return
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides given after the flags (`interpolate A B --alphas 0,1 data.root=X`) are left over
+    # by argparse once the positionals are read; they belong to the overrides all the same.
+    if extra and isinstance(getattr(args, "overrides", None), list) and not any(e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     with reported_as_one_line(args.command):
         args.run(args)
 

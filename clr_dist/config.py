@@ -133,6 +133,11 @@ class TrainerConfig:
     # even with save_checkpoints=false): what interpolate and ensemble read, without the
     # optimizer state a resume needs (for SGD with momentum, half the size of a checkpoint).
     snapshot_weights_only: bool = False
+    # Keep the running average of the cycle-end weights (stochastic weight averaging over cycle
+    # ends), validate it at each cycle end next to the peak (avg_* in cycle_peaks.csv, avg/* in
+    # W&B); its batch norm is recomputed on average_bn_images training images over all ranks.
+    average_cycle_ends: bool = False
+    average_bn_images: int = 2000
     # auto: continue from the newest readable checkpoint in the run directory, if there is one;
     # a checkpoint folder; or null: always start afresh.
     resume: Optional[str] = "auto"

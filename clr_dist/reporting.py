@@ -44,9 +44,24 @@ class CyclePeak:
     top1: float
     top5: float
     val_loss: float
+    # trainer.average_cycle_ends: the running average of the cycle ends so far, validated.
+    avg_top1: float | None = None
+    avg_top5: float | None = None
+    avg_val_loss: float | None = None
 
 
 PEAK_FIELDS = [f.name for f in dataclasses.fields(CyclePeak)]
+AVERAGE_FIELDS = ("avg_top1", "avg_top5", "avg_val_loss")
+
+
+def peak_fields(peaks: list[CyclePeak]) -> list[str]:
+    """The columns of a table of ``peaks``: the average's only in a run that keeps one."""
+    averaged = any(p.avg_top1 is not None for p in peaks)
+    return [f for f in PEAK_FIELDS if averaged or f not in AVERAGE_FIELDS]
+
+
+def peak_record(peak: CyclePeak) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(peak).items() if k not in AVERAGE_FIELDS or v is not None}
 
 
 def environment(info: DistInfo) -> dict[str, Any]:
@@ -195,7 +210,7 @@ class JsonlWriter(Writer):
         self._write({"event": "train", "step": step, **metrics})
 
     def peak(self, peak, peaks) -> None:
-        self._write({"event": "cycle_peak", **dataclasses.asdict(peak)})
+        self._write({"event": "cycle_peak", **peak_record(peak)})
 
     def evaluation(self, step, metrics) -> None:
         self._write({"event": "eval", "step": step, **metrics})
@@ -224,15 +239,17 @@ class PeaksCsvWriter(Writer):
     def start(self, config, env, plan, start_step) -> None:
         if start_step and self.path.exists():  # a resumed run: drop later peaks
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-            self._write(rows)
+                reader = csv.DictReader(f)
+                rows = [r for r in reader if int(r["step"]) <= start_step]
+            self._write(rows, reader.fieldnames or PEAK_FIELDS)
 
     def peak(self, peak, peaks) -> None:
-        self._write([dataclasses.asdict(p) for p in peaks])
+        fields = peak_fields(peaks)
+        self._write([{f: getattr(p, f) for f in fields} for p in peaks], fields)
 
-    def _write(self, rows: list[dict]) -> None:
+    def _write(self, rows: list[dict], fields: list[str]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=PEAK_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.path, buffer.getvalue())
@@ -271,6 +288,7 @@ class WandbWriter(Writer):
         # Validation is plotted against the cycle, the unit in which CLR runs are read.
         self.run.define_metric("cycle")
         self.run.define_metric("val/*", step_metric="cycle")
+        self.run.define_metric("avg/*", step_metric="cycle")
 
     def train(self, step, metrics) -> None:
         if step >= self.floor:
@@ -281,20 +299,21 @@ class WandbWriter(Writer):
 
         if peak.step < self.floor:
             return
-        table = wandb.Table(columns=PEAK_FIELDS, data=[[getattr(p, f) for f in PEAK_FIELDS] for p in peaks])
-        self.run.log(
-            {
-                "cycle": peak.cycle,
-                "val/top1": peak.top1,
-                "val/top5": peak.top5,
-                "val/loss": peak.val_loss,
-                "val/lr": peak.lr,
-                "cycle_peaks": table,
-            },
-            step=peak.step,
-        )
+        fields = peak_fields(peaks)
+        table = wandb.Table(columns=fields, data=[[getattr(p, f) for f in fields] for p in peaks])
+        logged = {
+            "cycle": peak.cycle,
+            "val/top1": peak.top1,
+            "val/top5": peak.top5,
+            "val/loss": peak.val_loss,
+            "val/lr": peak.lr,
+            "cycle_peaks": table,
+        }
+        if peak.avg_top1 is not None:
+            logged.update({"avg/top1": peak.avg_top1, "avg/top5": peak.avg_top5, "avg/loss": peak.avg_val_loss})
+        self.run.log(logged, step=peak.step)
         best = best_peak(peaks)
-        self.run.summary.update({f"best/{f}": getattr(best, f) for f in PEAK_FIELDS})
+        self.run.summary.update({f"best/{f}": getattr(best, f) for f in fields})
 
     def evaluation(self, step, metrics) -> None:
         if step >= self.floor:
@@ -355,6 +374,11 @@ class ConsoleWriter(Writer):
         self.bar.write(
             f"cycle {peak.cycle} ends at step {peak.step}: top-1 {peak.top1:.2%}, "
             f"top-5 {peak.top5:.2%}, val loss {peak.val_loss:.4f}"
+            + (
+                f"; average of {len(peaks)} cycle ends: top-1 {peak.avg_top1:.2%}, val loss {peak.avg_val_loss:.4f}"
+                if peak.avg_top1 is not None
+                else ""
+            )
         )
 
     def evaluation(self, step, metrics) -> None:
@@ -377,10 +401,15 @@ def format_peaks_table(peaks: list[CyclePeak]) -> str:
     if not peaks:
         return "No cycle ended during this run, so there are no cycle-end peaks to show."
     best = best_peak(peaks)
-    lines = ["Cycle-end peaks", f"{'cycle':>5} {'step':>8} {'lr':>10} {'top-1':>8} {'top-5':>8} {'val loss':>9}"]
+    averaged = any(p.avg_top1 is not None for p in peaks)
+    head = f"{'cycle':>5} {'step':>8} {'lr':>10} {'top-1':>8} {'top-5':>8} {'val loss':>9}"
+    lines = ["Cycle-end peaks" + (" (avg: the average of the cycle ends so far)" if averaged else "")]
+    lines.append(head + (f" {'avg top-1':>10} {'avg loss':>9}" if averaged else ""))
     for p in peaks:
-        mark = "  <- best" if p is best else ""
-        lines.append(f"{p.cycle:>5} {p.step:>8} {p.lr:>10.4g} {p.top1:>8.2%} {p.top5:>8.2%} {p.val_loss:>9.4f}{mark}")
+        row = f"{p.cycle:>5} {p.step:>8} {p.lr:>10.4g} {p.top1:>8.2%} {p.top5:>8.2%} {p.val_loss:>9.4f}"
+        if averaged:
+            row += f" {p.avg_top1:>10.2%} {p.avg_val_loss:>9.4f}" if p.avg_top1 is not None else f" {'':>10} {'':>9}"
+        lines.append(row + ("  <- best" if p is best else ""))
     return "\n".join(lines)
 
 

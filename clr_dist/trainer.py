@@ -20,6 +20,7 @@ from typing import TextIO
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch.optim.swa_utils import AveragedModel
 
 from clr_dist import checkpoint, dist
 from clr_dist.checks import validate
@@ -32,6 +33,7 @@ from clr_dist.optim import build_optimizer, current_momentum, set_lr, set_moment
 from clr_dist.plan import RunPlan, autocast_dtype, make_plan, steps_per_epoch
 from clr_dist.reporting import CyclePeak, build_reporter, environment
 from clr_dist.schedules import build_schedule
+from clr_dist.weights import has_batch_norm, recompute_batch_norm
 
 
 class ThroughputMeter:
@@ -101,6 +103,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp_model = dist.wrap_model(self.model, info)
         self.optimizer = build_optimizer(cfg.optimizer, self.model, self.schedule.lr(0))
+        # trainer.average_cycle_ends: the running average of the cycle-end weights (a copy).
+        self.averaged = AveragedModel(self.model) if cfg.trainer.average_cycle_ends else None
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)
         self.step = self.epoch = 0
         self.evaluated_at: int | None = None
@@ -228,6 +232,8 @@ class Trainer:
         peak = None
         if self.schedule.is_cycle_end(self.step):
             result = self.evaluate()
+            if self.averaged is not None:
+                result.update(self._average_cycle_end())
             cycle = self.schedule.cycle(self.step - 1)  # the cycle the last update belonged to
             peak = CyclePeak(cycle=cycle, step=self.step, lr=lr, **result)
             self.reporter.peak(peak)
@@ -237,6 +243,16 @@ class Trainer:
             return None
         self.evaluated_at = self.step
         return peak
+
+    def _average_cycle_end(self) -> dict[str, float]:
+        """Fold this cycle end into the running average, recompute the average's batch norm on
+        every rank's share of a fixed training subset, validate it: ``avg_*`` for the peak."""
+        self.averaged.update_parameters(self.model)
+        module = self.averaged.module
+        if has_batch_norm(module):
+            batches = self.data.train_subset_batches(self.cfg.trainer.average_bn_images)
+            recompute_batch_norm(module, batches, self.info.device)
+        return {f"avg_{key}": value for key, value in self.evaluate(model=module).items()}
 
     def _open_lr_log(self) -> TextIO:
         """``lr_rank<R>.csv``; a resumed run keeps the rows before its first step and appends."""
@@ -343,6 +359,7 @@ class Trainer:
             "rng": rng,
             "data": self.data.state_dict(),
             "meter": {"loss": self.meter.loss.detach().cpu().clone(), "steps": self.meter.steps},
+            **({"averaged": self.averaged.state_dict()} if self.averaged is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -351,6 +368,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.averaged is not None and "averaged" in state:
+            self.averaged.load_state_dict(state["averaged"])
         if "data" in state:
             self.data.load_state_dict(state["data"])
         if "meter" in state:

@@ -85,7 +85,7 @@ class _Counted:
         for batch in self.batches:
             self.count += 1
             images = batch[0] if isinstance(batch, (tuple, list)) else batch
-            yield images.to(self.device, non_blocking=True)
+            yield images.to(self.device, torch.float32, non_blocking=True)  # as the weights (DALI may give bf16)
 
 
 def average(model: torch.nn.Module, states: list[State]) -> AveragedModel:

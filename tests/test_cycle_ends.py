@@ -116,8 +116,8 @@ def peaks(run_dir: Path) -> dict[int, dict]:
         return {int(row["cycle"]): row for row in csv.DictReader(f)}
 
 
-def train_with_snapshots(work: Path, data: Path, run_id: str, *extra: str) -> Path:
-    """cifar10_full (no batch norm) at 32 px, 3 cycles of 4 steps, weights-only snapshots."""
+def train_with_snapshots(work: Path, data: Path, run_id: str, model: str = "model=cifar10_full") -> Path:
+    """cifar10_full (no batch norm) at 32 px, or ``model``, 3 cycles of 4 steps, weights-only snapshots."""
     result = run_cli(
         [
             "clr-dist",
@@ -126,7 +126,7 @@ def train_with_snapshots(work: Path, data: Path, run_id: str, *extra: str) -> Pa
             "logger.mode=disabled",
             "logger.progress_bar=false",
             "data.batch_size=16",
-            "model=cifar10_full",
+            *model.split(),
             "data.image_size=32",
             "data.val_resize=32",
             "schedule=triangular",
@@ -137,7 +137,6 @@ def train_with_snapshots(work: Path, data: Path, run_id: str, *extra: str) -> Pa
             "trainer.max_steps=12",
             "trainer.save_checkpoints=false",
             "trainer.snapshot_weights_only=true",
-            *extra,
         ],
         cwd=work,
         env={"CLR_DIST_RUN_ID": run_id},
@@ -208,3 +207,50 @@ def test_ensemble_bad_input_is_one_line(snapshot_run: Path, tmp_path: Path) -> N
     (tmp_path / "empty").mkdir()
     result = run_cli(["clr-dist", "ensemble", str(tmp_path / "empty")], cwd=tmp_path)
     assert result.returncode == 2 and "holds no cycle-end snapshots" in result.stderr
+
+
+@pytest.mark.slow
+def test_batch_norm_recomputed_on_2_torchrun_ranks_matches_one_process(tmp_path: Path, small_demo: Path) -> None:
+    """A model with batch norm, halfway between two cycle ends. 2 ranks of 16 images a batch read
+    the first and second half of the fixed 64-image subset; one process of 16 a batch reads the
+    same 4 batches. The statistics pooled over the ranks must then be those of the one process,
+    so every metric along the line agrees."""
+    run = train_with_snapshots(tmp_path, small_demo, "bn", "model=resnet50 model.name=test_resnet")
+    a, b = (run / "snapshots" / f"step-{4 * c:08d}-cycle-{c:03d}.pt" for c in (3, 2))
+    flags = ["--alphas", "0.5,1.3", "--bn-images", "64", "--train-images", "64"]
+    results = {}
+    for name, launcher, batch in (
+        ("one", ["clr-dist"], 16),
+        ("two", ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "clr_dist.cli"], 32),
+    ):
+        out = tmp_path / name
+        result = run_cli(
+            [*launcher, "interpolate", str(a), str(b), *flags, "--out", str(out), f"data.batch_size={batch}"],
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        results[name] = json.loads((out / "interpolation.json").read_text())["rows"]
+    assert "batch norm recomputed on 64 training images" in result.stdout
+    for one, two in zip(results["one"], results["two"]):
+        for key, value in one.items():
+            assert two[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # and the recomputation mattered: at alpha 1.3 the saved statistics would give other numbers
+    kept = run_cli(
+        [
+            "clr-dist",
+            "interpolate",
+            str(a),
+            str(b),
+            "--alphas",
+            "1.3",
+            "--bn-images",
+            "0",
+            "--out",
+            str(tmp_path / "k"),
+        ],
+        cwd=tmp_path,
+    )
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    assert json.loads((tmp_path / "k" / "interpolation.json").read_text())["rows"][0]["val_loss"] != pytest.approx(
+        results["one"][1]["val_loss"], rel=1e-3
+    )

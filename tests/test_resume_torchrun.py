@@ -42,6 +42,10 @@ def command(data: Path, *torchrun_flags: str) -> list[str]:
         f"trainer.max_steps={MAX_STEPS}",
         "trainer.checkpoint_every=4",
         "trainer.record_lr=true",
+        # The running average of the cycle ends (batch norm recomputed over both ranks) is part
+        # of the run state: a resumed run must end with the same average.
+        "trainer.average_cycle_ends=true",
+        "trainer.average_bn_images=64",
         "logger.log_every=2",
         "logger.mode=disabled",
         "logger.progress_bar=false",
@@ -105,15 +109,34 @@ def history(run_dir: Path) -> dict:
 
 
 def final_weights(run_dir: Path) -> dict:
+    """The model's weights and the average of the cycle ends, as saved at the last step."""
     (last,) = (run_dir / "checkpoints").glob(f"step-{MAX_STEPS:08d}*")  # the last step also ends cycle 6
-    return torch.load(last / "shared.pt", weights_only=True)["model"]
+    shared = torch.load(last / "shared.pt", weights_only=True)
+    return {**shared["model"], **{f"averaged.{k}": v for k, v in shared["averaged"].items()}}
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
     assert history(run_dir) == history(reference)
     reference_weights = final_weights(reference)
+    assert final_weights(run_dir).keys() == reference_weights.keys()
     for name, tensor in final_weights(run_dir).items():
         assert torch.equal(tensor, reference_weights[name]), name
+
+
+def test_the_average_of_the_cycle_ends_is_their_mean_and_validated_at_each(work: Path) -> None:
+    """6 cycle ends folded into the average; cycle_peaks.csv holds its validation beside each peak."""
+    run_dir = work / "runs" / "whole"
+    averaged = torch.load(next((run_dir / "checkpoints").glob(f"step-{MAX_STEPS:08d}*")) / "shared.pt")["averaged"]
+    assert averaged["n_averaged"] == 6
+    snapshots = sorted((run_dir / "checkpoints").glob("step-*-cycle-*"))
+    assert len(snapshots) == 6
+    models = [torch.load(p / "shared.pt", weights_only=True)["model"] for p in snapshots]
+    weight = "fc.weight"
+    mean = torch.stack([m[weight] for m in models]).mean(0)
+    assert torch.allclose(averaged[f"module.{weight}"], mean, atol=1e-6)
+    with (run_dir / "cycle_peaks.csv").open() as f:
+        header = f.readline().strip().split(",")
+    assert header[-3:] == ["avg_top1", "avg_top5", "avg_val_loss"]
 
 
 @pytest.fixture(scope="module")
