@@ -16,7 +16,9 @@ step is skipped; a half-done one is started again):
     python bench/fashion_study.py grid --bases 0.001 0.002 --maxes 0.003 0.006 --seeds 0
 
 Environment: N (default 5000), RUNS (default runs), PY (default .venv/bin/python), DATA (default
-data/fashion_mnist, made with `clr-dist data fashion-mnist` from the Debian package if missing).
+data/fashion_mnist, made with `clr-dist data fashion-mnist` from the Debian package if missing),
+EXTRA (more overrides for every run, e.g. "trainer.snapshot_weights_only=true"; they do not
+change the run's name).
 One process per run (the 2-core machine of docs/BENCHMARKS.md); runs are named fm-*.
 """
 
@@ -96,7 +98,7 @@ def run(run_id: str, module: str, overrides: list[str], last_step: int | None, d
     started = time.time()
     with log.open("w") as out:
         code = subprocess.call(
-            [PY, "-m", module, *COMMON, *overrides],
+            [PY, "-m", module, *COMMON, *overrides, *os.environ.get("EXTRA", "").split()],
             cwd=ROOT,
             env={**os.environ, "CLR_DIST_RUN_ID": run_id, "CLR_DIST_RUNS_DIR": str(RUNS)},
             stdout=out,
