@@ -11,7 +11,7 @@ import torch
 
 from clr_dist.errors import ConfigError, UsageError
 from clr_dist.weights import Ensemble, average, check_same_shapes, interpolate, recompute_batch_norm
-from tests.conftest import run_cli
+from tests.conftest import offline_run, run_cli, wandb_history, wandb_summary
 
 # --- the arithmetic ------------------------------------------------------------------------------
 
@@ -163,7 +163,17 @@ def test_weights_only_snapshots_hold_the_model_and_nothing_else(snapshot_run: Pa
 def test_interpolation_at_0_and_1_gives_the_two_cycle_ends_validation_exactly(snapshot_run: Path) -> None:
     a, b = (snapshot_run / "snapshots" / f"step-{4 * c:08d}-cycle-{c:03d}.pt" for c in (3, 2))
     result = run_cli(
-        ["clr-dist", "interpolate", str(a), str(b), "--alphas", "0,0.5,1", "--train-images", "40"],
+        [
+            "clr-dist",
+            "interpolate",
+            str(a),
+            str(b),
+            "--alphas",
+            "0,0.5,1",
+            "--train-images",
+            "40",
+            "logger.mode=offline",
+        ],
         cwd=snapshot_run.parent.parent,
     )
     assert result.returncode == 0, result.stderr
@@ -179,11 +189,19 @@ def test_interpolation_at_0_and_1_gives_the_two_cycle_ends_validation_exactly(sn
     assert (out / "interpolation.csv").read_text().splitlines()[0] == (
         "alpha,train_loss,train_top1,val_loss,val_top1,val_top5"
     )
+    wandb_run = offline_run(out)
+    (logged,) = wandb_history(wandb_run)
+    assert (logged["interpolate/table._type"], logged["interpolate/figure._type"]) == ("table-file", "image-file")
+    table = json.loads((wandb_run / "files" / logged["interpolate/table.path"]).read_text())
+    assert [r[0] for r in table["data"]] == [0.0, 0.5, 1.0] and table["data"][2][3] == rows[2]["val_loss"]
 
 
 @pytest.mark.slow
 def test_ensemble_of_one_snapshot_is_that_snapshot(snapshot_run: Path, tmp_path: Path) -> None:
-    result = run_cli(["clr-dist", "ensemble", str(snapshot_run), "--cycles", "2", "--out", str(tmp_path)], cwd=tmp_path)
+    result = run_cli(
+        ["clr-dist", "ensemble", str(snapshot_run), "--cycles", "2", "--out", str(tmp_path), "logger.mode=offline"],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     rows = {r["what"]: r for r in json.loads((tmp_path / "ensemble.json").read_text())["rows"]}
     single, ensemble, averaged = rows["cycle 2"], rows["ensemble of 1 (mean softmax)"], rows["average of 1 (weights)"]
@@ -192,6 +210,9 @@ def test_ensemble_of_one_snapshot_is_that_snapshot(snapshot_run: Path, tmp_path:
     for other in (ensemble, averaged):
         assert (other["top1"], other["top5"]) == (single["top1"], single["top5"])
         assert other["val_loss"] == pytest.approx(single["val_loss"], abs=1e-6)
+    summary = wandb_summary(offline_run(tmp_path))
+    assert summary["cycle 2"]["top1"] == single["top1"]
+    assert "ensemble of 1 (mean softmax)" in result.stdout  # the table on the console
 
 
 @pytest.mark.slow
@@ -209,13 +230,33 @@ def test_ensemble_bad_input_is_one_line(snapshot_run: Path, tmp_path: Path) -> N
     assert result.returncode == 2 and "holds no cycle-end snapshots" in result.stderr
 
 
+@pytest.fixture(scope="module")
+def bn_run(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path:
+    """The same, with a small ResNet (batch norm)."""
+    return train_with_snapshots(
+        tmp_path_factory.mktemp("bn"), small_demo, "bn", "model=resnet50 model.name=test_resnet"
+    )
+
+
 @pytest.mark.slow
-def test_batch_norm_recomputed_on_2_torchrun_ranks_matches_one_process(tmp_path: Path, small_demo: Path) -> None:
+def test_weights_of_two_models_are_refused_in_one_line(snapshot_run: Path, bn_run: Path, tmp_path: Path) -> None:
+    a = snapshot_run / "snapshots" / "step-00000012-cycle-003.pt"
+    b = bn_run / "snapshots" / "step-00000012-cycle-003.pt"
+    result = run_cli(["clr-dist", "interpolate", str(a), str(b), "--out", str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith(f"clr-dist interpolate: error: B ({b}) and the model of the run's config hold")
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli(["clr-dist", "interpolate", str(a), str(tmp_path / "nothing.pt")], cwd=tmp_path)
+    assert result.returncode == 2 and "is neither a checkpoint folder" in result.stderr
+
+
+@pytest.mark.slow
+def test_batch_norm_recomputed_on_2_torchrun_ranks_matches_one_process(tmp_path: Path, bn_run: Path) -> None:
     """A model with batch norm, halfway between two cycle ends. 2 ranks of 16 images a batch read
     the first and second half of the fixed 64-image subset; one process of 16 a batch reads the
     same 4 batches. The statistics pooled over the ranks must then be those of the one process,
     so every metric along the line agrees."""
-    run = train_with_snapshots(tmp_path, small_demo, "bn", "model=resnet50 model.name=test_resnet")
+    run = bn_run
     a, b = (run / "snapshots" / f"step-{4 * c:08d}-cycle-{c:03d}.pt" for c in (3, 2))
     flags = ["--alphas", "0.5,1.3", "--bn-images", "64", "--train-images", "64"]
     results = {}
