@@ -141,7 +141,7 @@ def time_trainer(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
     """Seconds of each of steps warmup+1..max_steps of ``Trainer.fit()`` (see the module docstring)."""
     trainer = Trainer(cfg, run_dir)
     stamps: list[float] = []
-    batches_of = trainer._batches
+    batches_of = trainer.train_batches
     evaluate = trainer.evaluate
 
     def probed_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -149,12 +149,12 @@ def time_trainer(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
             stamps.append(time.perf_counter())
             yield batch
 
-    def probed_evaluate() -> dict[str, float]:
+    def probed_evaluate(*args, **kwargs) -> dict[str, float]:
         if len(stamps) == cfg.trainer.max_steps:  # the first call: the loop has just ended
             stamps.append(time.perf_counter())
-        return evaluate()
+        return evaluate(*args, **kwargs)
 
-    trainer._batches = probed_batches  # instance attributes: fit() looks them up on self
+    trainer.train_batches = probed_batches  # instance attributes: fit() looks them up on self
     trainer.evaluate = probed_evaluate
     try:
         trainer.fit()
@@ -183,11 +183,13 @@ def time_bare(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
         raise RuntimeError("the bare loop's closed-form LRs differ from the trainer's schedule")
     s, o = cfg.schedule, cfg.optimizer
     optimizer = torch.optim.SGD(model.parameters(), lr=s.base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    # The trainer's groups carry each layer's LR multiplier (Caffe's lr_mult); all 1 here.
     settings = [
-        {k: v for k, v in group.items() if k not in ("params", "lr")}
+        {k: v for k, v in group.items() if k not in ("params", "lr", "lr_mult")}
         for group in (optimizer.param_groups[0], donor.optimizer.param_groups[0])
     ]
-    if type(donor.optimizer) is not torch.optim.SGD or settings[0] != settings[1]:
+    plain = len(donor.optimizer.param_groups) == 1 and donor.optimizer.param_groups[0].get("lr_mult", 1.0) == 1.0
+    if type(donor.optimizer) is not torch.optim.SGD or settings[0] != settings[1] or not plain:
         raise RuntimeError(
             f"the trainer's optimizer ({type(donor.optimizer).__name__} {settings[1]}) is not "
             f"the bare loop's SGD {settings[0]}; use optimizer=sgd with the default momentum style"
