@@ -321,11 +321,12 @@ class Trainer:
         batches, and DDP's forward can issue collectives. Sums are reduced once at the end.
         """
         if split == "train":
-            batches, expected = self.data.train_subset_batches(limit), min(limit, self.data.train_size)
+            limit = self.data.train_size if limit is None else min(limit, self.data.train_size)
+            batches, expected = self.data.train_subset_batches(limit), limit
         else:
             batches = self.data.val_batches(limit)
             expected = self.data.val_size if limit is None else min(limit, self.data.val_size)
-        model = model or self.model
+        model = self.model if model is None else model
         model.eval()
         totals = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, top1, top5, n
         for images, targets in batches:
@@ -336,7 +337,7 @@ class Trainer:
         model.train()
         return metrics_of(totals, expected)
 
-        # --- run state ---------------------------------------------------------------------------
+    # --- run state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
         """This rank's run state between two steps: enough for ``load_state_dict`` to continue

@@ -90,15 +90,19 @@ class _Counted:
 
 def average(model: torch.nn.Module, states: list[State]) -> AveragedModel:
     """The running mean of ``states`` (each loaded into ``model`` in turn) as an
-    ``AveragedModel``; its batch norm statistics still need ``recompute_batch_norm``."""
+    ``AveragedModel``. Its floating buffers (batch norm's statistics) are the states' mean too,
+    a stand-in until ``recompute_batch_norm`` gives the statistics of the averaged weights."""
+    if not states:
+        raise ValueError("average() needs at least one state")
     averaged = None
     for state in states:
         model.load_state_dict(state)
         if averaged is None:
             averaged = AveragedModel(model)
         averaged.update_parameters(model)
-    if averaged is None:
-        raise ValueError("average() needs at least one state")
+    for name, buffer in averaged.module.named_buffers():
+        if buffer.is_floating_point():
+            buffer.copy_(torch.stack([s[name].double() for s in states]).mean(0).to(buffer.dtype))
     return averaged
 
 
