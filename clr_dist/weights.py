@@ -65,14 +65,22 @@ def recompute_batch_norm(model: torch.nn.Module, batches: Iterable[torch.Tensor]
     counted = _Counted(batches, device)
     update_bn(counted, model, device=device)
     layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    count = dist.all_reduce_sum(torch.tensor([float(counted.count)], dtype=torch.float64, device=device))
+    buffers = [getattr(layer, name) for layer in layers for name in ("running_mean", "running_var")]
+    if not buffers:
+        return 0
+    # One reduction for all of them: every buffer weighted by this rank's batches, and the count.
+    flat = torch.cat([b.double().flatten() * counted.count for b in buffers] + [buffers[0].new_full((1,), 0).double()])
+    flat[-1] = counted.count
+    dist.all_reduce_sum(flat)
+    count = int(flat[-1].item())
+    offset = 0
+    for buffer in buffers:
+        pooled = flat[offset : offset + buffer.numel()] / max(count, 1)
+        buffer.copy_(pooled.view_as(buffer).to(buffer.dtype))
+        offset += buffer.numel()
     for layer in layers:
-        for name in ("running_mean", "running_var"):
-            buffer = getattr(layer, name)
-            pooled = dist.all_reduce_sum(buffer.double() * counted.count) / count.clamp(min=1)
-            buffer.copy_(pooled.to(buffer.dtype))
-        layer.num_batches_tracked.fill_(int(count.item()))
-    return int(count.item())
+        layer.num_batches_tracked.fill_(count)
+    return count
 
 
 class _Counted:
