@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         hydra_commands[argv[0]](argv[1:])
         return
     parser = build_parser()
+    # argparse reads `--alphas -0.5:1.5:21` as a flag without its value: join the two.
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--alphas":
+            argv = [*argv[:i], f"--alphas={argv[i + 1]}", *argv[i + 2 :]]
+            break
     args, extra = parser.parse_known_args(argv)
     # Overrides given after the flags (`interpolate A B --alphas 0,1 data.root=X`) are left over
     # by argparse once the positionals are read; they belong to the overrides all the same.

@@ -83,12 +83,14 @@ def evaluator(run_dir: Path, overrides: list[str], job: str, out: Path) -> Train
     return Trainer(cfg, out, job=job)
 
 
-def load_checked(trainer: Trainer, paths: dict[str, Path]) -> dict[str, dict]:
-    """The named weights, checked to be of the configured model (one line naming the first
-    tensor that differs)."""
-    states = {name: checkpoint.load_weights(path) for name, path in paths.items()}
+def load_all(paths: dict[str, Path]) -> dict[str, dict]:
+    """The named weights, read before anything expensive starts (one line on a bad path)."""
+    return {name: checkpoint.load_weights(path) for name, path in paths.items()}
+
+
+def check_against(trainer: Trainer, states: dict[str, dict]) -> None:
+    """One line naming the first tensor that differs from the configured model's."""
     check_same_shapes({"the model of the run's config": trainer.model.state_dict(), **states})
-    return states
 
 
 def _fresh_statistics(trainer: Trainer, bn_images: int) -> None:
@@ -170,8 +172,9 @@ def interpolate_command(args: argparse.Namespace) -> list[dict]:
             raise UsageError(f"{flag}={value} is negative; give a number of images (0 for none)")
     names = (label(a_path), label(b_path))
     out = Path(args.out) if args.out else run_dir_of(a_path) / f"interpolate-{names[0]}-{names[1]}"
+    states = load_all({f"A ({a_path})": a_path, f"B ({b_path})": b_path})
     trainer = evaluator(run_dir_of(a_path), args.overrides, "interpolate", out)
-    states = load_checked(trainer, {f"A ({a_path})": a_path, f"B ({b_path})": b_path})
+    check_against(trainer, states)
     a, b = states.values()
     if trainer.info.is_main:
         bn = has_batch_norm(trainer.model)
@@ -257,8 +260,9 @@ def ensemble_command(args: argparse.Namespace) -> list[dict]:
             raise UsageError(f"--cycles {args.cycles!r} is not a list of cycle numbers like 2,3,4") from None
     chosen = choose_cycles(run_dir, args.last, cycles)
     out = Path(args.out) if args.out else run_dir
+    states = load_all({f"cycle {c} ({p})": p for c, p in chosen.items()})
     trainer = evaluator(run_dir, args.overrides, "ensemble", out)
-    states = load_checked(trainer, {f"cycle {c} ({p})": p for c, p in chosen.items()})
+    check_against(trainer, states)
     rows = ensemble_rows(trainer, dict(zip(chosen, states.values())), args.bn_images)
     if trainer.info.is_main:
         print(format_rows(rows), flush=True)

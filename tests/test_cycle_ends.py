@@ -102,6 +102,16 @@ def test_alphas_from_the_command_line(text: str, alphas: list[float]) -> None:
     assert parse_alphas(text) == pytest.approx(alphas)
 
 
+def test_a_negative_alpha_range_is_read_as_the_flags_value(tmp_path: Path, capsys) -> None:
+    from clr_dist import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["interpolate", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--alphas", "-0.5:1.5:5"])
+    assert exit_info.value.code == 2
+    # past argparse: the error is about the missing weights, not about --alphas
+    assert "a.pt is neither a checkpoint folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text", ["0:1:0", "", ",", "a:b:c"])
 def test_an_empty_or_unreadable_alpha_range_is_one_line(text: str) -> None:
     from clr_dist.cycle_ends import parse_alphas
