@@ -153,8 +153,8 @@ class RangeTestConfig:
     end_lr: float = 0.1
     # Length of the sweep: optimizer steps, or epochs; one of them. 8 epochs, the length of the
     # paper's CIFAR-10 test (Figure 3): on the demo set a 4-epoch sweep left accuracy at chance
-    # until LR 0.017 and put max_lr at 0.017, where 8 epochs put it at 0.031, next to the best
-    # of a grid of trained bounds (docs/BENCHMARKS.md, "Which reading").
+    # until LR 0.017 and put max_lr there, where 8 epochs put it at 0.031 (docs/BENCHMARKS.md,
+    # "Which reading").
     steps: Optional[int] = None
     epochs: Optional[float] = 8.0
     # linear (Smith) or exp (the LR grows by a constant factor each step, the fast.ai variant).
@@ -170,8 +170,9 @@ class RangeTestConfig:
     method: str = "auto"
     # base_lr as max_lr / 3 (third) or / 4 (quarter), the paper's rule of thumb, or read off the
     # curve where the rise starts (range). third: where the rise starts depends on how long the
-    # net has trained by then, not only on the LR; on the demo set the reading's base_lr trained
-    # to far less than max_lr / 3 did (docs/BENCHMARKS.md, "Which reading").
+    # net has trained by then, not only on the LR (on the demo set it read 2/3 of max_lr). With 3
+    # seeds neither rule trained better there, and on Fashion-MNIST a higher base_lr did
+    # (docs/BENCHMARKS.md, "Which reading").
     rule: str = "third"
     # "Starts to rise" and "stops rising": the first points past this share of the curve's whole
     # rise from its low, and within it of its peak. Relative, so the loss scale does not matter.
