@@ -76,9 +76,12 @@ def evaluator(run_dir: Path, overrides: list[str], job: str, out: Path) -> Train
     """A trainer with the model and data of the run in ``run_dir`` (and ``overrides``), used only
     to evaluate: nothing is trained and its reporter is never started. Every rank calls."""
     saved = run_dir / ".hydra" / "overrides.yaml"
-    run_overrides = yaml.safe_load(saved.read_text()) or [] if saved.is_file() else []
-    if not saved.is_file() and dist.local_info().is_main:
-        print(f"clr-dist: {saved} not found; using the defaults and the overrides given", file=sys.stderr)
+    if saved.is_file():
+        run_overrides = yaml.safe_load(saved.read_text()) or []
+    else:
+        run_overrides = []
+        if dist.local_info().is_main:
+            print(f"clr-dist: {saved} not found; using the defaults and the overrides given", file=sys.stderr)
     cfg = config.compose([*run_overrides, *overrides])
     return Trainer(cfg, out, job=job)
 
