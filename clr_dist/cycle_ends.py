@@ -32,12 +32,13 @@ import re
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from clr_dist import checkpoint, config, dist
 from clr_dist.errors import ConfigError, UsageError
 from clr_dist.files import atomic_write_text
-from clr_dist.trainer import Trainer
+from clr_dist.trainer import Trainer, summarise
 from clr_dist.weights import Ensemble, average, check_same_shapes, has_batch_norm, interpolate, recompute_batch_norm
 
 SNAPSHOT = re.compile(r"step-(\d+)-cycle-(\d+)")
@@ -109,13 +110,16 @@ COLUMNS = ("alpha", "train_loss", "train_top1", "val_loss", "val_top1", "val_top
 def interpolate_line(
     trainer: Trainer, a: dict, b: dict, alphas: list[float], train_images: int, bn_images: int, val_images: int | None
 ) -> list[dict]:
-    """One row per alpha, the same on every rank. Every rank calls."""
+    """One row per alpha, the same on every rank. Every rank calls; one reduction per alpha for
+    the metrics, and one before it to pool the batch-norm statistics when they are recomputed."""
     rows = []
     for alpha in alphas:
         trainer.model.load_state_dict(interpolate(a, b, alpha))
         _fresh_statistics(trainer, bn_images)
-        train = trainer.evaluate(train_images, split="train")
-        val = trainer.evaluate(val_images)
+        train_sums, train_count = trainer.evaluation_sums(train_images, split="train")
+        val_sums, val_count = trainer.evaluation_sums(val_images)
+        sums = dist.all_reduce_sum(torch.cat([train_sums, val_sums]))  # the train half, then val
+        train, val = summarise(sums[:4], train_count), summarise(sums[4:], val_count)
         row = {
             "alpha": alpha,
             "train_loss": train["val_loss"],
@@ -153,6 +157,10 @@ def plot_line(rows: list[dict], names: tuple[str, str], png: Path) -> None:
         ax.set_xlabel("alpha  (weights = alpha * A + (1 - alpha) * B)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
+    losses = [r[key] for r in rows for key in ("train_loss", "val_loss")]
+    if min(losses) > 0 and max(losses) > 10 * min(losses):  # a steep wall outside [0, 1] would flatten the rest
+        loss_ax.set_yscale("log")
+        loss_ax.set_ylabel("loss (log scale)")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)

@@ -120,6 +120,43 @@ def test_an_empty_or_unreadable_alpha_range_is_one_line(text: str) -> None:
         parse_alphas(text)
 
 
+class _OneProcessTrainer:
+    """What ``interpolate_line`` uses of a Trainer, on 8 fixed images in one process."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from types import SimpleNamespace
+
+        torch.manual_seed(0)
+        self.model, self.images, self.targets = model, torch.randn(8, 3, 8, 8), torch.arange(8) % 3
+        self.info = SimpleNamespace(device=torch.device("cpu"), is_main=False)
+        self.data = SimpleNamespace(train_subset_batches=lambda limit: [self.images])
+
+    @torch.no_grad()
+    def evaluation_sums(self, limit=None, split="val", model=None):
+        from clr_dist.trainer import metric_sums
+
+        return metric_sums(self.model.eval()(self.images), self.targets), 8
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_interpolation_reduces_once_per_alpha(monkeypatch: pytest.MonkeyPatch, batch_norm: bool) -> None:
+    """One reduction for train and validation metrics together, and one more to pool the
+    recomputed batch-norm statistics when the model has them."""
+    from clr_dist import dist
+    from clr_dist.cycle_ends import interpolate_line
+
+    net = small_net() if batch_norm else torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 3))
+    reductions = []
+    monkeypatch.setattr(dist, "all_reduce_sum", lambda tensor: reductions.append(tensor.numel()) or tensor)
+    trainer = _OneProcessTrainer(net)
+    state = net.state_dict()
+    rows = interpolate_line(trainer, state, state, [0.0, 0.5, 1.0], 8, 8 if batch_norm else 0, None)
+    per_alpha = ["bn", "metrics"] if batch_norm else ["metrics"]
+    assert len(reductions) == 3 * len(per_alpha)
+    assert reductions[per_alpha.index("metrics") :: len(per_alpha)] == [8, 8, 8]  # train and val sums, once
+    assert rows[1]["train_loss"] == rows[1]["val_loss"]  # both halves read back from the one tensor
+
+
 # --- the commands on a real run --------------------------------------------------------------------
 
 
