@@ -34,6 +34,9 @@ class DistInfo:
         return self.world_size > 1
 
 
+CPU_PROCESSES = 2  # per node when there is no GPU: 2 gloo processes, as on the 2-core CI machine
+
+
 def resolve_device(preference: str, local_rank: int) -> torch.device:
     """``auto`` picks CUDA (one GPU per local rank) when there is one, else the CPU."""
     if preference == "auto":
@@ -41,8 +44,32 @@ def resolve_device(preference: str, local_rank: int) -> torch.device:
     if preference == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+        if local_rank >= (gpus := torch.cuda.device_count()):
+            raise ConfigError(
+                f"local rank {local_rank} has no GPU of its own: {gpus} visible on this node, so start at most "
+                f"{gpus} process(es) per node (torchrun --nproc_per_node={gpus}), or train on the CPU with "
+                "trainer.device=cpu"
+            )
         return torch.device("cuda", local_rank)
     return torch.device(preference)
+
+
+def processes_per_node(requested: int | None, gpus: int, device: str = "auto") -> int:
+    """How many processes to start on a node with ``gpus`` visible GPUs: one per GPU, or
+    ``requested`` of them (never more than the GPUs); on the CPU (no GPU, or ``device="cpu"``),
+    ``requested`` or ``CPU_PROCESSES``. What ``make demo`` and the launch scripts start."""
+    if requested is not None and requested < 1:
+        raise ConfigError(f"{requested} processes per node asked for; ask for at least 1")
+    if device == "cpu" or (device == "auto" and gpus == 0):
+        return requested or CPU_PROCESSES
+    if gpus == 0:
+        raise ConfigError("trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu")
+    if requested is not None and requested > gpus:
+        raise ConfigError(
+            f"{requested} processes per node asked for but {gpus} GPU(s) visible: each process needs a GPU of its "
+            f"own; ask for at most {gpus}, or train on the CPU with trainer.device=cpu"
+        )
+    return requested or gpus
 
 
 def local_info(device_preference: str = "auto") -> DistInfo:

@@ -83,6 +83,20 @@ def test_unknown_schedule_group_lists_the_policies(tmp_path: Path) -> None:
         assert f"\t{name}\n" in result.stderr
 
 
+def test_nproc_is_what_the_launchers_start_on_this_gpu_less_machine(tmp_path: Path) -> None:
+    """No GPU here: 2 CPU processes, NPROC's count with trainer.device=cpu, and an asked-for GPU
+    is one line (the GPU counts themselves are unit-tested in test_dist.py)."""
+    assert run_cli(["clr-dist", "nproc"], cwd=tmp_path).stdout == "2\n"
+    assert (
+        run_cli(["clr-dist", "nproc", "--requested", "3", "experiment=demo", "trainer.device=cpu"], cwd=tmp_path).stdout
+        == "3\n"
+    )
+    cuda = run_cli(["clr-dist", "nproc", "trainer.device=cuda"], cwd=tmp_path)
+    assert cuda.returncode == 2 and cuda.stderr == (
+        "clr-dist nproc: error: trainer.device=cuda but no CUDA device is visible; use trainer.device=cpu\n"
+    )
+
+
 def test_make_demo_then_reuse(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["clr-dist", "data", "make-demo", str(out), "--train-per-class", "3", "--val-per-class", "2"]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from clr_dist import dist
+from clr_dist.errors import ConfigError
 
 
 def test_single_process_info(monkeypatch) -> None:
@@ -43,3 +47,46 @@ def test_ranks_get_different_seeds() -> None:
     b = torch.rand(3)
     dist.seed_everything(0, rank=0)
     assert not torch.equal(a, b) and torch.equal(a, torch.rand(3))
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "device", "expected"),
+    [
+        (None, 0, "auto", 2),  # no GPU: 2 gloo processes
+        (4, 0, "auto", 4),
+        (None, 1, "auto", 1),  # one per GPU, never two processes on one GPU
+        (None, 8, "auto", 8),
+        (2, 8, "auto", 2),
+        (8, 8, "cuda", 8),
+        (None, 8, "cpu", 2),  # the CPU asked for on a GPU machine
+        (3, 8, "cpu", 3),
+    ],
+)
+def test_processes_per_node(requested: int | None, gpus: int, device: str, expected: int) -> None:
+    assert dist.processes_per_node(requested, gpus, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "device", "message"),
+    [
+        (2, 1, "auto", "2 processes per node asked for but 1 GPU(s) visible"),
+        (9, 8, "cuda", "9 processes per node asked for but 8 GPU(s) visible"),
+        (0, 8, "auto", "ask for at least 1"),
+        (None, 0, "cuda", "no CUDA device is visible"),
+    ],
+)
+def test_too_many_processes_is_one_line_naming_both_numbers(
+    requested: int | None, gpus: int, device: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        dist.processes_per_node(requested, gpus, device)
+    assert "\n" not in str(error.value)
+
+
+def test_a_local_rank_beyond_the_gpus_is_one_line_not_a_cuda_error(monkeypatch) -> None:
+    """torchrun --nproc_per_node=2 on a one-GPU machine: rank 1 is told before it touches CUDA."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: what the driver would say
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert dist.resolve_device("auto", 0) == torch.device("cuda", 0)
+    with pytest.raises(ConfigError, match=r"local rank 1 has no GPU of its own: 1 visible"):
+        dist.resolve_device("auto", 1)
