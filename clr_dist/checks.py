@@ -14,13 +14,14 @@ of a range test in epochs) is checked where the data is read: ``clr_dist.plan`` 
 from __future__ import annotations
 
 import os
+import shutil
 
 import torch
 
 from clr_dist.bounds import METHODS, RULES
 from clr_dist.config import OptimizerConfig, RangeTestConfig, TrainConfig
 from clr_dist.errors import ConfigError
-from clr_dist.models import check_model_fits, check_model_name
+from clr_dist.models import COMPILE_MODES, check_model_fits, check_model_name
 from clr_dist.optim import OPTIMIZERS, WITHOUT_MOMENTUM
 from clr_dist.plan import JOBS, autocast_dtype
 from clr_dist.schedules import Schedule, check_schedule_config
@@ -46,6 +47,7 @@ def validate(cfg: TrainConfig, world_size: int, device: torch.device = torch.dev
     check_model_fits(cfg.model.name, dict(cfg.model.kwargs), cfg.data.image_size)
     check_optimizer(cfg.optimizer)
     _check_precision(cfg, device)
+    _check_compile(cfg, device)
     schedule = check_schedule_config(cfg.schedule)
     _check_schedule_against_the_run(cfg, schedule)
     if job == "range_test":
@@ -138,6 +140,17 @@ def _check_precision(cfg: TrainConfig, device: torch.device) -> None:
             f"data.output_dtype={cfg.data.output_dtype} needs mixed precision, and this run is fp32 "
             f"(trainer.precision={cfg.trainer.precision} on {device}); set trainer.precision=bf16 "
             f"or data.output_dtype=float32"
+        )
+
+
+def _check_compile(cfg: TrainConfig, device: torch.device) -> None:
+    check_choice("trainer.compile", cfg.trainer.compile, COMPILE_MODES)
+    # On the CPU, torch.compile's code generator builds C++: without a compiler the first step
+    # would fail deep inside it, after the data and the model were built.
+    if cfg.trainer.compile != "off" and device.type == "cpu" and not (shutil.which("c++") or shutil.which("g++")):
+        raise ConfigError(
+            f"trainer.compile={cfg.trainer.compile} on the CPU needs a C++ compiler and none is on PATH; "
+            "install one (apt-get install g++) or set trainer.compile=off"
         )
 
 

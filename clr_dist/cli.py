@@ -10,6 +10,7 @@
     clr-dist compare RUN_DIR... [--baseline RUN_DIR]      runs side by side: Table 1 and Figure 1 of the paper
     clr-dist interpolate A B [--alphas ...]               loss and accuracy between two cycle-end solutions
     clr-dist ensemble RUN_DIR [--last K]                  cycle ends alone, as a softmax ensemble, averaged
+    clr-dist nproc [--requested N] [overrides]            processes to start per node (what the launchers use)
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
 not wait for torch, timm and DALI to load.
@@ -120,6 +121,16 @@ def _cycle_ends(args: argparse.Namespace) -> None:
         dist.close()
 
 
+def _nproc(args: argparse.Namespace) -> None:
+    import torch
+
+    from clr_dist import dist
+
+    # The one setting that decides it; no preset sets it, so the overrides are enough.
+    devices = [o.split("=", 1)[1] for o in args.overrides if o.lstrip("+").startswith("trainer.device=")]
+    print(dist.processes_per_node(args.requested, torch.cuda.device_count(), (devices or ["auto"])[-1]))
+
+
 def _add_cycle_end_parsers(commands: argparse._SubParsersAction) -> None:
     overrides_help = "Hydra overrides on top of the run's own (e.g. data.root=/data/imagenet)"
     line = commands.add_parser(
@@ -190,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schedule.add_argument("overrides", nargs="*", help="Hydra overrides, as for `clr-dist train`")
     schedule.set_defaults(run=_schedule)
+    nproc = commands.add_parser(
+        "nproc",
+        help="print how many processes to start on this node: one per visible GPU, or 2 on the CPU",
+        description="The process count `make demo`, launch/*.sh and slurm/*.sbatch give torchrun: one per "
+        "visible GPU, or --requested of them (more than the GPUs is an error naming both numbers); on a "
+        "machine without GPUs, or with trainer.device=cpu among the overrides, --requested or 2.",
+    )
+    nproc.add_argument("--requested", type=int, metavar="N", help="this many (the launchers' NPROC)")
+    nproc.add_argument("overrides", nargs="*", help="the run's Hydra overrides (only trainer.device is read)")
+    nproc.set_defaults(run=_nproc)
     data = commands.add_parser("data", help="dataset tools").add_subparsers(
         dest="data_command", required=True, metavar="TOOL"
     )

@@ -118,6 +118,10 @@ class TrainerConfig:
     # auto: CUDA when available, else CPU.
     device: str = "auto"
     channels_last: bool = True
+    # torch.compile the model: off, or one of torch.compile's modes (default, reduce-overhead,
+    # max-autotune, max-autotune-no-cudagraphs). The first step compiles (its time is logged as
+    # compile_seconds, apart from images/s); checkpoints hold the plain model's weights either way.
+    compile: str = "off"
     seed: int = 0
     # Write lr_rank<R>.csv: the LR (and momentum) each rank's optimizer actually held at each step.
     record_lr: bool = False

@@ -53,6 +53,31 @@ def _caffe_pool_size(size: int) -> int:
     return -(-(size - 3) // 2) + 1
 
 
+class CaffeAveragePool(torch.nn.Module):
+    """Caffe's average pooling (no padding), rounded up: a window that hangs over the bottom or
+    right edge averages only the values inside it. The numbers of ``AvgPool2d(kernel, stride,
+    ceil_mode=True)``, computed as sums over a zero-padded input divided by each window's count:
+    torch.compile's inductor (torch 2.14) gets the gradient of ``ceil_mode`` average pooling
+    wrong at those windows (it divides by kernel^2, pytorch/pytorch#198119), and this form
+    compiles to the right one."""
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def _counts(self, size: int, device: torch.device) -> torch.Tensor:
+        starts = torch.arange(-(-(size - self.kernel) // self.stride) + 1, device=device) * self.stride
+        return (starts + self.kernel).clamp(max=size) - starts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        rows, cols = self._counts(height, x.device), self._counts(width, x.device)
+        overhang_h = (len(rows) - 1) * self.stride + self.kernel - height
+        overhang_w = (len(cols) - 1) * self.stride + self.kernel - width
+        sums = F.avg_pool2d(F.pad(x, (0, overhang_w, 0, overhang_h)), self.kernel, self.stride, divisor_override=1)
+        return sums / (rows[:, None] * cols[None, :]).to(sums.dtype)
+
+
 class WithinChannelLRN(torch.nn.Module):
     """Caffe's LRN with ``norm_region: WITHIN_CHANNEL``: each value is divided by
     (1 + alpha / n * sum of squares over its ``local_size`` x ``local_size`` neighbourhood)^beta,
@@ -97,8 +122,8 @@ class Cifar10Full(torch.nn.Module):
         self.conv2 = torch.nn.Conv2d(32, 32, 5, padding=2, bias=bias)
         self.conv3 = torch.nn.Conv2d(32, 64, 5, padding=2, bias=bias)
         self.pool1 = torch.nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.pool2 = torch.nn.AvgPool2d(3, stride=2, ceil_mode=True)
-        self.pool3 = torch.nn.AvgPool2d(3, stride=2, ceil_mode=True)
+        self.pool2 = CaffeAveragePool(3, stride=2)
+        self.pool3 = CaffeAveragePool(3, stride=2)
         if sigmoid_bn:
             self.bn1, self.bn2, self.bn3 = (torch.nn.BatchNorm2d(c, affine=False) for c in (32, 32, 64))
         else:
@@ -188,3 +213,13 @@ def training_loss(outputs: Any, targets: torch.Tensor, aux_loss_weight: float) -
                 loss = loss + aux_loss_weight * F.cross_entropy(aux_logits, targets)
         return loss, logits
     return F.cross_entropy(outputs, targets), outputs
+
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compiled(module: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``module`` under ``torch.compile`` in ``mode``, or ``module`` itself for ``"off"``. The
+    compiled wrapper shares the module's parameters: keep saving and loading the module's own
+    state dict, which has no ``_orig_mod.`` prefixes."""
+    return module if mode == "off" else torch.compile(module, mode=mode)

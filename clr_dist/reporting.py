@@ -361,12 +361,16 @@ class ConsoleWriter(Writer):
         self.bar.write("clr_dist: " + ", ".join(f"{k}={v}" for k, v in plan_record(plan, start_step).items()))
 
     def train(self, step, metrics) -> None:
+        if "compile_seconds" in metrics:
+            self.bar.write(
+                f"clr_dist: compiled the model in {metrics['compile_seconds']:.1f} s (the first step; not in img/s)"
+            )
         self.bar.update(step - self.last_step)
         self.last_step = step
         self.bar.set_postfix(
             lr=f"{metrics['lr']:.4g}",
             loss=f"{metrics['loss']:.4f}",
-            img_s=f"{metrics['images_per_sec']:.0f}",
+            img_s=f"{metrics.get('images_per_sec', float('nan')):.0f}",
             refresh=False,
         )
 

@@ -28,7 +28,7 @@ from clr_dist.config import TrainConfig
 from clr_dist.data import build_loaders
 from clr_dist.errors import Stopped, TrainingDiverged
 from clr_dist.files import atomic_write_text
-from clr_dist.models import build_model, training_loss
+from clr_dist.models import build_model, compiled, training_loss
 from clr_dist.optim import build_optimizer, current_momentum, set_lr, set_momentum
 from clr_dist.plan import RunPlan, autocast_dtype, make_plan, steps_per_epoch
 from clr_dist.reporting import CyclePeak, build_reporter, environment
@@ -66,11 +66,12 @@ class ThroughputMeter:
         finally:
             self.excluded += time.perf_counter() - start
 
-    def flush(self) -> float:
-        """Images/s since the last flush; then start again. Call after the host has synced with
+    def flush(self) -> float | None:
+        """Images/s since the last flush (None when no step was timed: the interval held only
+        the step that compiled the model); then start again. Call after the host has synced with
         the device, or queued GPU work would be timed in the next interval instead of this one."""
         elapsed = time.perf_counter() - self.started - self.excluded
-        images_per_sec = self.timed_steps * self.images_per_step / elapsed
+        images_per_sec = self.timed_steps * self.images_per_step / elapsed if self.timed_steps else None
         self.loss.zero_()
         self.steps = 0
         self.restart_clock()
@@ -102,6 +103,13 @@ class Trainer:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp_model = dist.wrap_model(self.model, info)
+        # trainer.compile: DDP first, then compile (DDP's hooks stay outside the compiled graphs).
+        # Evaluation calls the bare model, compiled too: its graphs (no grad, eval mode) are
+        # compiled once, at the first validation. self.model stays the plain module that
+        # checkpoints hold.
+        self.train_forward = compiled(self.ddp_model, cfg.trainer.compile)
+        self.eval_forward = compiled(self.model, cfg.trainer.compile)
+        self.compile_seconds: float | None = None  # the first step's, with its compilation
         self.optimizer = build_optimizer(cfg.optimizer, self.model, self.schedule.lr(0))
         # trainer.average_cycle_ends: the running average of the cycle-end weights (a copy).
         self.averaged = AveragedModel(self.model) if cfg.trainer.average_cycle_ends else None
@@ -135,10 +143,15 @@ class Trainer:
         self._mark_stopped(False)
         lr_log = self._open_lr_log() if self.cfg.trainer.record_lr else None
         stop = dist.StopFlag(self.info.device)
+        compiling = time.perf_counter() if self.cfg.trainer.compile != "off" else None
         try:
             while self.step < self.plan.planned_steps:
                 lr, momentum = self._apply_schedule()
                 meter.add(self.train_step(batches))
+                if compiling is not None:  # the first step compiled the model: timed apart
+                    meter.loss.item()  # wait for it
+                    self.compile_seconds, compiling = time.perf_counter() - compiling, None
+                    meter.restart_clock()
                 if lr_log is not None:
                     self._record_lr(lr_log)
                 self.step += 1
@@ -178,7 +191,11 @@ class Trainer:
                 f"schedule.max_lr/base_lr (a range test finds the bounds); the metrics so far "
                 f"are in {self.run_dir}"
             )
-        metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch, "images_per_sec": images_per_sec}
+        metrics = {"lr": lr, "loss": mean_loss, "epoch": self.epoch}
+        if images_per_sec is not None:
+            metrics["images_per_sec"] = images_per_sec
+        if self.compile_seconds is not None:  # once, in the first log after compiling
+            metrics["compile_seconds"], self.compile_seconds = self.compile_seconds, None
         if momentum is None:  # not cycled: report the optimizer's own
             momentum = current_momentum(self.optimizer)
         if momentum is not None:
@@ -298,7 +315,7 @@ class Trainer:
             sync = contextlib.nullcontext() if last or not self.info.distributed else self.ddp_model.no_sync()
             with sync:
                 with self._autocast():
-                    outputs = self.ddp_model(images)
+                    outputs = self.train_forward(images)
                     loss, _ = training_loss(outputs, targets, self.cfg.model.aux_loss_weight)
                     loss = loss / accum
                 self.scaler.scale(loss).backward()
@@ -308,17 +325,26 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return total
 
-    @torch.no_grad()
     def evaluate(
         self, limit: int | None = None, split: str = "val", model: torch.nn.Module | None = None
     ) -> dict[str, float]:
         """Loss, top-1 and top-5 over the whole validation set, or over a fixed subset of
         ``limit`` images spread evenly over it; with ``split="train"``, over a fixed subset of
         ``limit`` training images read without augmentation. ``model``: another model than the
-        trainer's (an average, an ensemble) on the same data. Every rank must call.
+        trainer's (an average, an ensemble) on the same data. Every rank must call; the sums are
+        reduced once, at the end."""
+        return metrics_of(*self.evaluation_sums(limit, split, model))
+
+    @torch.no_grad()
+    def evaluation_sums(
+        self, limit: int | None = None, split: str = "val", model: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """``evaluate`` without its reduction: this rank's ``metric_sums`` totals and the number
+        of images all ranks together must have counted. For a caller that reduces several
+        evaluations at once (``metrics_of`` or ``summarise``).
 
         Uses the bare model, not the DDP wrapper: ranks may hold different numbers of validation
-        batches, and DDP's forward can issue collectives. Sums are reduced once at the end.
+        batches, and DDP's forward can issue collectives.
         """
         if split == "train":
             limit = self.data.train_size if limit is None else min(limit, self.data.train_size)
@@ -326,7 +352,7 @@ class Trainer:
         else:
             batches = self.data.val_batches(limit)
             expected = self.data.val_size if limit is None else min(limit, self.data.val_size)
-        model = self.model if model is None else model
+        model = self.eval_forward if model is None else model
         model.eval()
         totals = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, top1, top5, n
         for images, targets in batches:
@@ -335,7 +361,7 @@ class Trainer:
                 logits = model(images)
             totals += metric_sums(logits.float(), targets)
         model.train()
-        return metrics_of(totals, expected)
+        return totals, expected
 
     # --- run state ---------------------------------------------------------------------------
 
@@ -453,8 +479,13 @@ def metric_sums(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def metrics_of(totals: torch.Tensor, expected: int) -> dict[str, float]:
     """``val_loss``, ``top1`` and ``top5`` from this rank's ``metric_sums`` totals, summed over
-    the ranks (every rank must call). Checks that every image was counted exactly once."""
-    dist.all_reduce_sum(totals)
+    the ranks (every rank must call)."""
+    return summarise(dist.all_reduce_sum(totals), expected)
+
+
+def summarise(totals: torch.Tensor, expected: int) -> dict[str, float]:
+    """``val_loss``, ``top1`` and ``top5`` from ``metric_sums`` totals already summed over the
+    ranks. Checks that every image was counted exactly once."""
     loss, top1, top5, count = totals.tolist()
     if int(count) != expected:  # every image exactly once, or a bug
         raise RuntimeError(f"evaluation saw {int(count)} images, expected {expected}")

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from timm.models import register_model
 
 from clr_dist.errors import ConfigError
-from clr_dist.models import WithinChannelLRN, build_model, check_model_fits, check_model_name, training_loss
+from clr_dist.models import (
+    CaffeAveragePool,
+    WithinChannelLRN,
+    build_model,
+    check_model_fits,
+    check_model_name,
+    training_loss,
+)
 
 
 @pytest.mark.parametrize("name", ["alexnet", "googlenet"])
@@ -109,6 +116,24 @@ def test_within_channel_lrn_is_caffes_formula() -> None:
                 window = x[0, c, max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]
                 expected[0, c, i, j] = x[0, c, i, j] / (1 + alpha / 9 * (window**2).sum()) ** beta
     assert torch.allclose(WithinChannelLRN(3, alpha, beta)(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("size", [5, 6, 7, 8, 14, 16, 28, 32])
+def test_caffe_average_pool_is_ceil_mode_pooling_exactly(size: int) -> None:
+    """The same values and gradients, bit for bit, as PyTorch's ceil_mode average pooling, which
+    divides a window hanging over the edge by the values inside it (Caffe's AVE pooling)."""
+    torch.manual_seed(size)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    reference = torch.nn.AvgPool2d(3, 2, ceil_mode=True)
+    out = {}
+    for name, pool in (("reference", reference), ("caffe", CaffeAveragePool(3, 2))):
+        y = pool(x)
+        (grad,) = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), x)
+        out[name] = (y, grad)
+    assert torch.equal(out["caffe"][0], out["reference"][0]) and torch.equal(out["caffe"][1], out["reference"][1])
+    if size % 2:  # an odd side has no overhanging window; an even one has, and it averages fewer values
+        return
+    assert torch.allclose(out["caffe"][0][0, 0, -1, -1], x[0, 0, -2:, -2:].mean())
 
 
 def test_cifar10_full_sigmoid_bn_variant() -> None:

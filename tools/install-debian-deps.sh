@@ -9,6 +9,7 @@ set -euo pipefail
 
 PACKAGES=(
     dataset-fashion-mnist   # Fashion-MNIST IDX files: tests/data/test_fashion_mnist.py
+    g++                     # torch.compile's C++ kernels on the CPU: tests/test_compile.py
     # The one-node SLURM cluster of tests/slurm_cluster.py (tests/test_slurm.py)
     slurmctld slurmd slurm-client munge
 )
