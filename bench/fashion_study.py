@@ -19,7 +19,14 @@ Environment: N (default 5000), RUNS (default runs), PY (default .venv/bin/python
 data/fashion_mnist, made with `clr-dist data fashion-mnist` from the Debian package if missing),
 EXTRA (more overrides for every run, e.g. "trainer.snapshot_weights_only=true"; they do not
 change the run's name).
-One process per run (the 2-core machine of docs/BENCHMARKS.md); runs are named fm-*.
+One process per run (the 2-core machine of docs/BENCHMARKS.md); runs are named fm-*. Exits 1
+when a run failed (RUNS/<run>.log says why).
+
+Smoke run (tests/test_bench.py runs each subcommand so): a converted set of 10 images a class, a
+tiny N (14: stages of 1-step cycles), a scratch RUNS and batches of 20, each run seconds long:
+
+    .venv/bin/clr-dist data fashion-mnist /tmp/fm-small --limit-per-class 10
+    N=14 RUNS=/tmp/fm-runs DATA=/tmp/fm-small EXTRA=data.batch_size=20 python bench/fashion_study.py fixed
 """
 
 from __future__ import annotations
@@ -88,11 +95,12 @@ def finished(run_id: str, last_step: int) -> bool:
     return bool(evals) and evals[-1]["step"] == last_step
 
 
-def run(run_id: str, module: str, overrides: list[str], last_step: int | None, done_file: str | None = None) -> None:
+def run(run_id: str, module: str, overrides: list[str], last_step: int | None, done_file: str | None = None) -> bool:
+    """Run ``module`` with ``overrides`` as RUNS/run_id unless it is done; False when it failed."""
     done = (RUNS / run_id / done_file).exists() if done_file else finished(run_id, last_step)
     if done:
         print(f"skip {run_id} (done)", flush=True)
-        return
+        return True
     RUNS.mkdir(parents=True, exist_ok=True)
     log = RUNS / f"{run_id}.log"
     started = time.time()
@@ -106,9 +114,10 @@ def run(run_id: str, module: str, overrides: list[str], last_step: int | None, d
         )
     status = "done" if code == 0 else f"failed ({code}, see {log})"
     print(f"{run_id}: {status} in {time.time() - started:.0f} s", flush=True)
+    return code == 0
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     rt = sub.add_parser("range-test")
@@ -127,6 +136,7 @@ def main() -> None:
 
     if not (ROOT / DATA / "clr_dist_fashion_mnist.json").exists():
         subprocess.check_call([str(Path(PY).parent / "clr-dist"), "data", "fashion-mnist", DATA], cwd=ROOT)
+    succeeded = []
     if args.command == "range-test":
         for epochs in args.epochs:
             run_id = f"fm-rt-e{epochs:g}-{args.start_lr:g}-{args.end_lr:g}"
@@ -136,8 +146,8 @@ def main() -> None:
                 f"range_test.start_lr={args.start_lr}",
                 f"range_test.end_lr={args.end_lr}",
             ]
-            run(run_id, "clr_dist.range_test", overrides, None, done_file="range_test.json")
-        return
+            succeeded.append(run(run_id, "clr_dist.range_test", overrides, None, done_file="range_test.json"))
+        return 0 if all(succeeded) else 1
     cells = []
     if args.command == "fixed":
         cells = [("fm-fixed", None, None)]
@@ -153,7 +163,8 @@ def main() -> None:
             else:
                 overrides, last = clr_overrides(base, top)
                 run_id = f"{name}-n{N}-b{base:g}-m{top:g}-s{seed}"
-            run(run_id, "clr_dist.train", [*overrides, f"trainer.seed={seed}"], last)
+            succeeded.append(run(run_id, "clr_dist.train", [*overrides, f"trainer.seed={seed}"], last))
+    return 0 if all(succeeded) else 1
 
 
 if __name__ == "__main__":

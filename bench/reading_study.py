@@ -5,7 +5,11 @@
 A range test keeps its whole curve in range_test.json, so each reading the product offers can be
 applied afterwards without another sweep: the accuracy or the loss curve, with or without the
 ragged cut, base_lr from the curve (range) or as max_lr / 3 or / 4. Prints one Markdown table per
-file: the bounds each reading suggests.
+file: the bounds each reading suggests ("-" where the curve never improved; the rule column then
+names the rule asked for).
+
+It has no smoke mode of its own: it only reads files. tests/test_bench.py runs it on the
+range_test.json of a 12-step range test on a small demo set.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ def readings(result: dict, rise_fraction: float = 0.1, smooth_fraction: float = 
                 )
                 s = suggest(result["curve"], result["evaluations"], cfg)["suggestion"]
                 label = f"{method}{', ragged 0.2' if ragged else ''}"
-                rows.append((label, s and s["rule"], s and s["base_lr"], s and s["max_lr"]))
+                # A suggestion may fall back to another rule (base_lr >= max_lr): show the one used.
+                rows.append((label, s["rule"] if s else rule, s and s["base_lr"], s and s["max_lr"]))
     return rows
 
 
@@ -48,7 +53,7 @@ def main(paths: list[str]) -> None:
         print("\n| curve | base_lr rule | base_lr | max_lr |\n|---|---|---|---|")
         for label, rule, base, top in readings(result):
             cells = ("-", "-") if base is None else (f"{base:.4g}", f"{top:.4g}")
-            print(f"| {label} | {rule or '-'} | {cells[0]} | {cells[1]} |")
+            print(f"| {label} | {rule} | {cells[0]} | {cells[1]} |")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Per-step cost of computing and applying the LR: clr_dist's schedule vs torch's CyclicLR.step().
 
     .venv/bin/python bench/schedule_cost.py [--steps 100000] [--repeats 5]
+    .venv/bin/python bench/schedule_cost.py --smoke    # checks that it runs, numbers mean nothing
 
 Both sides do what a training loop does once per optimizer update, on the same SGD optimizer
 (one parameter group): clr_dist computes ``schedule.lr(step)`` (and ``momentum(step)``) from the
@@ -8,6 +9,11 @@ step alone and writes it into the group (``set_lr``); CyclicLR advances its inte
 writes the group's LR. Same policy, same bounds and stepsize, momentum not cycled on either side.
 The two sides alternate (A B B A ...) so drift on a shared machine hits both equally; the median
 over repeats is reported, in nanoseconds per step.
+
+``--smoke`` runs the same measurement with small numbers (1,000 steps, 1 repeat), which
+tests/test_bench.py runs so that a change in the schedules breaks a test rather than the next
+measurement; any flag given with it still wins. Its report starts with a line saying it is a
+smoke run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ CASES = {  # clr_dist policy -> CyclicLR mode
     "triangular2": "triangular2",
     "exp_range_amplitude": "exp_range",
 }
+# --smoke: the defaults it replaces (see the module docstring).
+SMOKE = {"steps": 1000, "repeats": 1}
 
 
 def _optimizer() -> torch.optim.SGD:
@@ -72,14 +80,25 @@ def time_cyclic_lr(mode: str, steps: int) -> float:
     return (time.perf_counter_ns() - start) / steps
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny numbers, to check that the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     # CyclicLR warns when stepped before any optimizer.step(); irrelevant to its cost.
     warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+    if args.smoke:
+        print("# smoke run (--smoke): a few steps; the numbers mean nothing")
     print(
         f"# {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
         f"python {platform.python_version()}, torch {torch.__version__}, {args.steps} steps x {args.repeats} repeats"

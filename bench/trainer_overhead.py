@@ -1,6 +1,8 @@
 """Trainer vs a bare PyTorch loop: training-step throughput on the CPU, side by side in one process.
 
     .venv/bin/python bench/trainer_overhead.py --steps 30 --repeats 3 [--json out.json] [OVERRIDE ...]
+    .venv/bin/python bench/trainer_overhead.py --smoke    # seconds: checks that it runs, numbers mean nothing
+    .venv/bin/python bench/trainer_overhead.py trainer.compile=default   # both sides compiled
 
 Both sides get the same composed config (``experiment=demo`` by default), the same model built by
 ``clr_dist.models.build_model`` from the same seed, the same data object (a Trainer's ``data``:
@@ -30,6 +32,12 @@ clock reads also give every step's duration; the last column is images/s at the 
 step of all runs of a side, a reading little moved by another job taking the CPU for part of the
 runs (see the comment in ``main``). The
 1-minute load average after each run is printed so that such runs can be seen.
+
+``--smoke`` runs the same measurement with small numbers (batch 8, 3 steps of which 1 untimed,
+1 repeat, one thread, a demo set of 8 training and 2 validation images a class), which
+tests/test_bench.py runs so that a change in ``Trainer.fit()`` (an attribute the probes replace,
+say) breaks a test rather than the next measurement; any flag given with it still wins. Its
+report starts with a line saying it is a smoke run, and a ``--json`` record has ``"smoke": true``.
 """
 
 from __future__ import annotations
@@ -62,6 +70,9 @@ from clr_dist.data.datasets import make_demo_dataset  # noqa: E402
 from clr_dist.models import build_model, training_loss  # noqa: E402
 from clr_dist.trainer import Trainer  # noqa: E402
 
+# --smoke: the defaults it replaces (see the module docstring).
+SMOKE = {"batch_size": 8, "steps": 3, "warmup": 1, "threads": 1, "repeats": 1, "demo_per_class": 8}
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,9 +85,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--data-root", default=None, help="an ImageNet-layout folder (default: a fresh demo set in a temp dir)"
     )
+    parser.add_argument(
+        "--demo-per-class",
+        type=int,
+        default=200,
+        help="training images a class of the generated demo set (a quarter of that for validation)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--smoke", action="store_true", help="tiny numbers, to check that the script runs")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. logger.log_every=10")
     args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**SMOKE)
+        args = parser.parse_args()
     if not 0 < args.warmup < args.steps:
         parser.error(f"--warmup={args.warmup} must be at least 1 and below --steps={args.steps}")
     return args
@@ -200,6 +221,8 @@ def time_bare(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
     gc.collect()
 
     model.train()
+    # trainer.compile among the overrides compiles both sides (the warm-up steps absorb it).
+    forward = model if cfg.trainer.compile == "off" else torch.compile(model, mode=cfg.trainer.compile)
     steps, log_every = cfg.trainer.max_steps, cfg.logger.log_every
     loss_sum = torch.zeros(())
     step, epoch, steps_since_log, stamps = 0, 0, 0, []
@@ -209,7 +232,7 @@ def time_bare(cfg: TrainConfig, run_dir: Path, warmup: int) -> list[float]:
             lr = triangular_lr(step, s.base_lr, s.max_lr, s.stepsize)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, _ = training_loss(model(images), targets, cfg.model.aux_loss_weight)
+            loss, _ = training_loss(forward(images), targets, cfg.model.aux_loss_weight)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -249,7 +272,12 @@ def main() -> None:
         if args.data_root is None:
             data_root = str(tmp_dir / "demo")
             print(f"making the demo set in {data_root} ...", flush=True)
-            make_demo_dataset(data_root, image_size=64)
+            make_demo_dataset(
+                data_root,
+                train_per_class=args.demo_per_class,
+                val_per_class=max(1, args.demo_per_class // 4),
+                image_size=64,
+            )
         else:
             data_root = args.data_root
         cfg = compose_config(args, data_root)
@@ -293,6 +321,8 @@ def main() -> None:
     step_rates = {side: cfg.data.batch_size / statistics.quantiles(ts, n=4)[0] for side, ts in step_times.items()}
     step_ratio = step_rates["trainer"] / step_rates["bare"]
     print()
+    if args.smoke:
+        print("# smoke run (--smoke): tiny data and a few steps; the numbers mean nothing")
     print(f"{'loop':<10}{'images/s: median run':>22}{'min':>9}{'max':>9}{'quartile step':>15}")
     for side in ("trainer", "bare"):
         r = rates[side]
@@ -332,6 +362,7 @@ def main() -> None:
                 "workers": cfg.data.workers,
                 "data_root": args.data_root or "demo set (temp dir)",
                 "overrides": args.overrides,
+                "smoke": args.smoke,
             },
             "seconds": seconds,
             "load_average_after_run": loads,
