@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from clr_dist.config import OptimizerConfig
+from clr_dist.errors import ConfigError
 
 
 class CaffeSGD(torch.optim.Optimizer):
@@ -49,28 +50,70 @@ class CaffeSGD(torch.optim.Optimizer):
         return loss
 
 
-def _sgd(cfg: OptimizerConfig, params: Iterable, lr: float) -> torch.optim.Optimizer:
+def _sgd(cfg: OptimizerConfig, params: Iterable, lr: float, **implementation: bool) -> torch.optim.Optimizer:
     if cfg.momentum_style == "caffe":
-        return CaffeSGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return CaffeSGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **implementation)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **implementation)
 
 
-OPTIMIZERS: dict[str, Callable[[OptimizerConfig, Iterable, float], torch.optim.Optimizer]] = {
-    "sgd": _sgd,
-    "nesterov": lambda cfg, params, lr: torch.optim.SGD(
-        params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
+# name -> (the class, for its fused/foreach arguments; the builder, which passes them on)
+OPTIMIZERS: dict[str, tuple[Callable[[OptimizerConfig], type], Callable[..., torch.optim.Optimizer]]] = {
+    "sgd": (lambda cfg: CaffeSGD if cfg.momentum_style == "caffe" else torch.optim.SGD, _sgd),
+    "nesterov": (
+        lambda cfg: torch.optim.SGD,
+        lambda cfg, params, lr, **kw: torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True, **kw
+        ),
     ),
-    "adam": lambda cfg, params, lr: torch.optim.Adam(
-        params, lr=lr, betas=(cfg.momentum, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay
+    "adam": (
+        lambda cfg: torch.optim.Adam,
+        lambda cfg, params, lr, **kw: torch.optim.Adam(
+            params, lr=lr, betas=(cfg.momentum, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay, **kw
+        ),
     ),
-    "rmsprop": lambda cfg, params, lr: torch.optim.RMSprop(
-        params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    "rmsprop": (
+        lambda cfg: torch.optim.RMSprop,
+        lambda cfg, params, lr, **kw: torch.optim.RMSprop(
+            params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **kw
+        ),
     ),
-    "adagrad": lambda cfg, params, lr: torch.optim.Adagrad(params, lr=lr, eps=cfg.eps, weight_decay=cfg.weight_decay),
-    "adadelta": lambda cfg, params, lr: torch.optim.Adadelta(
-        params, lr=lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay
+    "adagrad": (
+        lambda cfg: torch.optim.Adagrad,
+        lambda cfg, params, lr, **kw: torch.optim.Adagrad(
+            params, lr=lr, eps=cfg.eps, weight_decay=cfg.weight_decay, **kw
+        ),
+    ),
+    "adadelta": (
+        lambda cfg: torch.optim.Adadelta,
+        lambda cfg, params, lr, **kw: torch.optim.Adadelta(
+            params, lr=lr, rho=cfg.rho, eps=cfg.eps, weight_decay=cfg.weight_decay, **kw
+        ),
     ),
 }
+IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
+
+
+def implementation_kwargs(optimizer_class: type, implementation: str, device_type: str) -> dict[str, bool]:
+    """The ``fused``/``foreach`` arguments of ``optimizer_class`` for ``optimizer.implementation``
+    on ``device_type``. auto: fused on CUDA where the class has a fused kernel, else foreach on
+    CUDA, and PyTorch's own default on the CPU. Raises ConfigError for a kind the class lacks."""
+    import inspect
+
+    accepts = inspect.signature(optimizer_class.__init__).parameters
+    if implementation == "auto":
+        if device_type != "cuda" or "foreach" not in accepts:
+            return {}
+        implementation = "fused" if "fused" in accepts else "foreach"
+    if implementation == "for_loop":
+        return {"foreach": False} if "foreach" in accepts else {}
+    if implementation not in accepts:
+        raise ConfigError(
+            f"optimizer.implementation={implementation}: {optimizer_class.__name__} has no {implementation} "
+            f"step; use auto, {'foreach, ' if 'foreach' in accepts else ''}or for_loop"
+        )
+    return {implementation: True}
+
+
 # Optimizers with no momentum term for a schedule to cycle.
 WITHOUT_MOMENTUM = frozenset({"adagrad", "adadelta"})
 
@@ -93,10 +136,15 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: OptimizerConfig, model: torch.nn.Module, lr: float, device_type: str = "cpu"
+) -> torch.optim.Optimizer:
     """The configured optimizer (``clr_dist.checks`` has checked ``cfg``) over ``model``'s
-    parameter groups. The LR is overwritten every step (``set_lr``)."""
-    optimizer = OPTIMIZERS[cfg.name](cfg, parameter_groups(model, cfg.weight_decay), lr)
+    parameter groups, its step fused or foreach as ``cfg.implementation`` says for
+    ``device_type``. The LR is overwritten every step (``set_lr``)."""
+    optimizer_class, build = OPTIMIZERS[cfg.name]
+    kwargs = implementation_kwargs(optimizer_class(cfg), cfg.implementation, device_type)
+    optimizer = build(cfg, parameter_groups(model, cfg.weight_decay), lr, **kwargs)
     set_lr(optimizer, lr)
     return optimizer
 

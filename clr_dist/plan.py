@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from clr_dist.config import TrainConfig
+from clr_dist.config import TrainConfig, TrainerConfig
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import BuiltSchedule, Schedule
@@ -59,6 +59,24 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def backend_settings(trainer: TrainerConfig, device: torch.device, amp_dtype: torch.dtype | None) -> dict[str, bool]:
+    """The CUDA switches this run sets (none on the CPU): cuDNN's autotuning
+    (``trainer.cudnn_benchmark``) and TF32 (``trainer.tf32``; null: on under mixed precision only)."""
+    if device.type != "cuda":
+        return {}
+    tf32 = amp_dtype is not None if trainer.tf32 is None else trainer.tf32
+    return {"cudnn_benchmark": trainer.cudnn_benchmark, "tf32": tf32}
+
+
+def apply_backend_settings(settings: dict[str, bool]) -> None:
+    """Set ``backend_settings``' switches on torch.backends (process-wide)."""
+    if "cudnn_benchmark" in settings:
+        torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+    if "tf32" in settings:
+        torch.backends.cuda.matmul.allow_tf32 = settings["tf32"]
+        torch.backends.cudnn.allow_tf32 = settings["tf32"]
 
 
 def steps_per_epoch(cfg: TrainConfig, data: DataSizes) -> int:

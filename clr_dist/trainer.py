@@ -30,7 +30,7 @@ from clr_dist.errors import Stopped, TrainingDiverged
 from clr_dist.files import atomic_write_text
 from clr_dist.models import build_model, compiled, training_loss
 from clr_dist.optim import build_optimizer, current_momentum, set_lr, set_momentum
-from clr_dist.plan import RunPlan, autocast_dtype, make_plan, steps_per_epoch
+from clr_dist.plan import RunPlan, apply_backend_settings, autocast_dtype, backend_settings, make_plan, steps_per_epoch
 from clr_dist.reporting import CyclePeak, build_reporter, environment
 from clr_dist.schedules import build_schedule
 from clr_dist.weights import has_batch_norm, recompute_batch_norm
@@ -94,6 +94,7 @@ class Trainer:
         dist.init(info)
         dist.seed_everything(cfg.trainer.seed, info.rank)
         self.amp_dtype = autocast_dtype(cfg.trainer.precision, info.device)
+        apply_backend_settings(backend_settings(cfg.trainer, info.device, self.amp_dtype))
         self.channels_last = cfg.trainer.channels_last and info.device.type == "cuda"
         self.data = build_loaders(cfg.data, info, cfg.trainer.seed, channels_last=self.channels_last)
         built = build_schedule(cfg.schedule, steps_per_epoch(cfg, self.data))
@@ -110,7 +111,7 @@ class Trainer:
         self.train_forward = compiled(self.ddp_model, cfg.trainer.compile)
         self.eval_forward = compiled(self.model, cfg.trainer.compile)
         self.compile_seconds: float | None = None  # the first step's, with its compilation
-        self.optimizer = build_optimizer(cfg.optimizer, self.model, self.schedule.lr(0))
+        self.optimizer = build_optimizer(cfg.optimizer, self.model, self.schedule.lr(0), info.device.type)
         # trainer.average_cycle_ends: the running average of the cycle-end weights (a copy).
         self.averaged = AveragedModel(self.model) if cfg.trainer.average_cycle_ends else None
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=self.amp_dtype == torch.float16)

@@ -16,6 +16,7 @@ from clr_dist.optim import (
     CaffeSGD,
     build_optimizer,
     current_momentum,
+    implementation_kwargs,
     parameter_groups,
     set_lr,
     set_momentum,
@@ -279,3 +280,47 @@ def test_the_schedules_lr_reaches_every_group_times_its_multiplier(small_demo: P
         assert sorted({m for m, _ in groups}) == [1.0, 2.0]
         for lr_mult, group_lr in groups:
             assert group_lr == pytest.approx(lr_mult * lr, rel=1e-12), (step, lr_mult)
+
+
+@pytest.mark.parametrize(
+    ("cls", "implementation", "device", "expected"),
+    [
+        (torch.optim.SGD, "auto", "cuda", {"fused": True}),  # the fused kernel where there is one
+        (torch.optim.Adam, "auto", "cuda", {"fused": True}),
+        (torch.optim.RMSprop, "auto", "cuda", {"foreach": True}),  # no fused RMSprop: foreach
+        (torch.optim.SGD, "auto", "cpu", {}),  # PyTorch's own choice on the CPU
+        (CaffeSGD, "auto", "cuda", {}),  # its own loop
+        (torch.optim.SGD, "foreach", "cpu", {"foreach": True}),
+        (torch.optim.Adadelta, "for_loop", "cuda", {"foreach": False}),
+    ],
+)
+def test_the_optimizer_step_implementation(cls: type, implementation: str, device: str, expected: dict) -> None:
+    assert implementation_kwargs(cls, implementation, device) == expected
+
+
+def test_an_implementation_the_optimizer_lacks_is_one_line() -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"^optimizer.implementation=fused: RMSprop has no fused step; use auto, foreach, or for_loop$",
+    ):
+        implementation_kwargs(torch.optim.RMSprop, "fused", "cuda")
+    with pytest.raises(ConfigError, match=r"CaffeSGD has no foreach step; use auto, or for_loop"):
+        check_optimizer(OptimizerConfig(momentum_style="caffe", implementation="foreach"))
+
+
+@pytest.mark.parametrize("implementation", ["fused", "foreach"])
+def test_fused_and_foreach_steps_take_the_for_loops_step(implementation: str) -> None:
+    """The same SGD update, with momentum and weight decay, over three steps on the CPU."""
+    results = {}
+    for kind in ("for_loop", implementation):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        optimizer = build_optimizer(OptimizerConfig(implementation=kind), model, 0.1)
+        assert optimizer.defaults[kind if kind != "for_loop" else "foreach"] is (kind != "for_loop")
+        for step in range(3):
+            model(torch.full((2, 4), float(step + 1))).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        results[kind] = [p.detach().clone() for p in model.parameters()]
+    for ours, reference in zip(results[implementation], results["for_loop"]):
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
