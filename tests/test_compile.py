@@ -184,3 +184,29 @@ def test_compiled_run_killed_and_resumed_ends_bit_exact_and_never_recompiles_for
     assert whole.keys() == resumed.keys()
     for name, tensor in whole.items():
         assert torch.equal(resumed[name], tensor), name
+
+
+def test_compiled_ddp_on_2_torchrun_ranks_follows_eager(tmp_path: Path, small_demo: Path) -> None:
+    """DDP wrapped first, then compiled: gradients still all-reduced, the same losses as eager."""
+    losses = {}
+    for mode in ("off", "default"):
+        cmd = [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "clr_dist.train",
+            f"data.root={small_demo}",
+            "data.batch_size=32",
+            "data.workers=0",
+            *COMMON,
+            "trainer.max_steps=6",
+            f"trainer.compile={mode}",
+            "trainer.save_checkpoints=false",
+            "logger.mode=disabled",
+            "logger.progress_bar=false",
+        ]
+        code, err = finish(launch(tmp_path, mode, cmd), timeout=600)
+        assert code == 0, err[-3000:]
+        losses[mode] = [e["loss"] for e in events(tmp_path / "runs" / mode, "train")]
+    assert len(losses["default"]) == 6 and losses["default"] == pytest.approx(losses["off"], rel=LOSS_RTOL)
