@@ -22,7 +22,7 @@ from clr_dist.bounds import METHODS, RULES
 from clr_dist.config import OptimizerConfig, RangeTestConfig, TrainConfig
 from clr_dist.errors import ConfigError
 from clr_dist.models import COMPILE_MODES, check_model_fits, check_model_name
-from clr_dist.optim import OPTIMIZERS, WITHOUT_MOMENTUM
+from clr_dist.optim import IMPLEMENTATIONS, OPTIMIZERS, WITHOUT_MOMENTUM, implementation_kwargs
 from clr_dist.plan import JOBS, autocast_dtype
 from clr_dist.schedules import Schedule, check_schedule_config
 
@@ -45,7 +45,7 @@ def validate(cfg: TrainConfig, world_size: int, device: torch.device = torch.dev
     _check_positive(("logger.log_every", cfg.logger.log_every))
     check_model_name(cfg.model.name)
     check_model_fits(cfg.model.name, dict(cfg.model.kwargs), cfg.data.image_size)
-    check_optimizer(cfg.optimizer)
+    check_optimizer(cfg.optimizer, device.type)
     _check_precision(cfg, device)
     _check_compile(cfg, device)
     schedule = check_schedule_config(cfg.schedule)
@@ -89,6 +89,19 @@ def _check_data(cfg: TrainConfig, world_size: int) -> None:
     low, high = data.crop_ratio
     if not 0 < low <= high:
         raise ConfigError(f"data.crop_ratio=[{low}, {high}] must satisfy 0 < low <= high (width/height)")
+    workers = data.workers  # typed Any in the schema: check it here
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(
+            f"data.workers={workers!r} must be auto or a whole number >= 0 (DALI threads or DataLoader workers per rank)"
+        )
+    if not 0 <= data.hw_decoder_load <= 1:
+        raise ConfigError(
+            f"data.hw_decoder_load={data.hw_decoder_load} must be in [0, 1] (the hardware decoder's share of JPEGs)"
+        )
+    for key in ("device_memory_padding", "host_memory_padding", "preallocate_width_hint", "preallocate_height_hint"):
+        if getattr(data, key) < 0:
+            raise ConfigError(f"data.{key}={getattr(data, key)} must be >= 0 (0: no preallocation)")
+    _check_positive(("data.prefetch_queue_depth", data.prefetch_queue_depth))
     if data.output_dtype != "float32" and data.loader != "dali" and data.name != "synthetic":
         raise ConfigError(
             f"data.output_dtype={data.output_dtype} needs data.loader=dali; the {data.loader} loader gives float32"
@@ -122,10 +135,12 @@ def _check_trainer(cfg: TrainConfig) -> None:
         raise ConfigError(f"trainer.stop_after_cycles={trainer.stop_after_cycles} must be positive or null")
 
 
-def check_optimizer(cfg: OptimizerConfig) -> None:
+def check_optimizer(cfg: OptimizerConfig, device_type: str = "cpu") -> None:
     if cfg.name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer.name={cfg.name!r}; valid optimizers: {', '.join(OPTIMIZERS)}")
     check_choice("optimizer.momentum_style", cfg.momentum_style, MOMENTUM_STYLES)
+    check_choice("optimizer.implementation", cfg.implementation, IMPLEMENTATIONS)
+    implementation_kwargs(OPTIMIZERS[cfg.name][0](cfg), cfg.implementation, device_type)  # one the class has
     if cfg.momentum_style == "caffe" and cfg.name != "sgd":
         raise ConfigError(f"optimizer.momentum_style=caffe applies to optimizer.name=sgd only, not {cfg.name}")
     if not 0 <= cfg.momentum < 1:

@@ -52,12 +52,29 @@ class DataConfig:
     # (ImageNet's usual 8%-100% and 3/4-4/3).
     crop_scale: tuple[float, float] = (0.08, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    workers: int = 4
+    # Per rank: DALI threads or DataLoader worker processes, a number (0: the DataLoader loads in
+    # the training process; DALI takes at least 1), or auto: the CPUs this process may run on
+    # (or SLURM_CPUS_PER_TASK, if fewer) shared by the ranks on its node; DALI gets that many
+    # threads, the DataLoader one worker fewer. Any, as OmegaConf 2.3 has no Union[int, str].
+    workers: Any = "auto"
     # A folder with train.txt and val.txt (`clr-dist data check --out DIR`): read only the files
     # listed there (`class/file label` lines, relative to root/<split>). dali loader only.
     file_lists: Optional[str] = None
-    # DALI on CUDA: share of JPEG decoding given to the hardware decoder (A100/H100), 0-1.
+    # DALI on CUDA (mixed decoding), defaults from DALI's ImageNet/ResNet-50 example: the share
+    # of JPEG decoding given to the hardware decoder (A100/H100 and later), 0-1 ...
     hw_decoder_load: float = 0.65
+    # ... nvJPEG's device and pinned-host buffer padding in bytes, sized there for ImageNet's
+    # largest JPEG so that decoding never reallocates (DALI preallocates one device and two host
+    # buffers of this size per thread; 0: no preallocation) ...
+    device_memory_padding: int = 211_025_920
+    host_memory_padding: int = 140_544_512
+    # ... and the largest image, in pixels, the hardware decoder preallocates for (0: no hint).
+    # The padding and the hints go to the training decoder only, as in DALI's example: the
+    # validation pipelines decode rarely and would hold the buffers for the whole run.
+    preallocate_width_hint: int = 5980
+    preallocate_height_hint: int = 6430
+    # dali: batches the pipeline prepares ahead of the training loop (DALI's default).
+    prefetch_queue_depth: int = 2
     # dali: where the pipeline runs. auto: on the GPU (mixed decoding) when training on CUDA, else
     # CPU operators; cpu keeps decoding on the CPU even on a GPU machine (a busy GPU, tests).
     dali_device: str = "auto"
@@ -89,6 +106,9 @@ class OptimizerConfig:
     alpha: float = 0.99  # rmsprop: smoothing of the squared gradient
     rho: float = 0.9  # adadelta
     eps: float = 1e-8  # adam, rmsprop, adagrad, adadelta
+    # How the update runs over the parameters: auto (the fused kernel on CUDA where the optimizer
+    # has one, else foreach on CUDA; PyTorch's own choice on the CPU), fused, foreach or for_loop.
+    implementation: str = "auto"
 
 
 @dataclass
@@ -118,6 +138,14 @@ class TrainerConfig:
     # auto: CUDA when available, else CPU.
     device: str = "auto"
     channels_last: bool = True
+    # CUDA: let cuDNN time its convolution algorithms on the first batches and keep the fastest
+    # (the input shape is fixed). The choice can differ between processes, so a resumed GPU run
+    # then equals an uninterrupted one to rounding, not to the bit; false for bit-exact resumes.
+    cudnn_benchmark: bool = True
+    # CUDA: TF32 for float32 matmuls and convolutions. null (auto): on under mixed precision
+    # (bf16/fp16, where float32 is already not the arithmetic of the run), off in an fp32 run,
+    # whose float32 the user asked for; true or false to force.
+    tf32: Optional[bool] = None
     # torch.compile the model: off, or one of torch.compile's modes (default, reduce-overhead,
     # max-autotune, max-autotune-no-cudagraphs). The first step compiles (its time is logged as
     # compile_seconds, apart from images/s); checkpoints hold the plain model's weights either way.

@@ -25,6 +25,20 @@ def test_defaults_compose_to_the_typed_schema() -> None:
     assert (demo.schedule.base_lr, demo.schedule.max_lr, demo.trainer.stop_after_cycles) == (0.005, 0.02, 3)
 
 
+def test_data_workers_is_auto_or_a_number() -> None:
+    """data.workers takes a number, as every preset and script always gave it, or auto (the
+    default, and imagenet's); the DALI tuning knobs default to DALI's ImageNet example."""
+    assert compose_train([]).data.workers == 1  # data=demo's own
+    assert compose_train(["data=imagenet", "data.root=/x"]).data.workers == "auto"
+    for override, value in (("data.workers=0", 0), ("data.workers=12", 12), ("data.workers=auto", "auto")):
+        cfg = compose_train([override])
+        validate(cfg, 1)
+        assert cfg.data.workers == value
+    data = compose_train(["data=imagenet", "data.root=/x"]).data
+    assert (data.hw_decoder_load, data.device_memory_padding, data.host_memory_padding) == (0.65, 211025920, 140544512)
+    assert (data.preallocate_width_hint, data.preallocate_height_hint, data.prefetch_queue_depth) == (5980, 6430, 2)
+
+
 def test_mistyped_key_fails_at_compose() -> None:
     with pytest.raises(ConfigCompositionException) as info:
         compose_train(["trainer.max_step=10"])
@@ -85,6 +99,16 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
         ),
         (["data.crop_scale=[0.5,0.2]"], 1, "data.crop_scale=[0.5, 0.2] must satisfy 0 < low <= high <= 1"),
         (["data.crop_ratio=[0,1.5]"], 1, "data.crop_ratio=[0.0, 1.5] must satisfy 0 < low <= high (width/height)"),
+        (["data.workers=many"], 1, "data.workers='many' must be auto or a whole number >= 0"),
+        (["data.workers=-1"], 1, "data.workers=-1 must be auto or a whole number >= 0"),
+        (["data.workers=2.5"], 1, "data.workers=2.5 must be auto or a whole number >= 0"),
+        (["data.hw_decoder_load=1.5"], 1, "data.hw_decoder_load=1.5 must be in [0, 1]"),
+        (["data.hw_decoder_load=-0.1"], 1, "data.hw_decoder_load=-0.1 must be in [0, 1]"),
+        (["data.device_memory_padding=-1"], 1, "data.device_memory_padding=-1 must be >= 0 (0: no preallocation)"),
+        (["data.host_memory_padding=-1"], 1, "data.host_memory_padding=-1 must be >= 0 (0: no preallocation)"),
+        (["data.preallocate_width_hint=-5"], 1, "data.preallocate_width_hint=-5 must be >= 0 (0: no preallocation)"),
+        (["data.preallocate_height_hint=-5"], 1, "data.preallocate_height_hint=-5 must be >= 0"),
+        (["data.prefetch_queue_depth=0"], 1, "data.prefetch_queue_depth=0 must be a positive integer"),
     ],
 )
 def test_cross_key_checks(overrides: list[str], world_size: int, message: str) -> None:

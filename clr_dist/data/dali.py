@@ -24,14 +24,11 @@ from PIL import Image
 from clr_dist.config import DataConfig
 from clr_dist.data.datasets import IMAGE_EXTENSIONS
 from clr_dist.data.layout import evenly_spaced, saved_position_applies, select
+from clr_dist.data.workers import dali_threads
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError, DataError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-# nvJPEG buffer sizes DALI's ImageNet examples use, so that decoding does not reallocate.
-_DEVICE_MEMORY_PADDING = 211_025_920
-_HOST_MEMORY_PADDING = 140_544_512
 
 
 def file_list(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
@@ -70,6 +67,38 @@ def pipeline_on_gpu(cfg: DataConfig, info: DistInfo) -> bool:
             f"use data.dali_device=auto or cpu"
         )
     return cfg.dali_device == "gpu" or (cfg.dali_device == "auto" and info.device.type == "cuda")
+
+
+def decoder_options(cfg: DataConfig, gpu: bool, *, training: bool) -> dict:
+    """The decoder's device and tuning arguments (``fn.decoders.image_random_crop`` in training,
+    ``fn.decoders.image`` otherwise): the ``data.`` settings on the GPU, none on the CPU (they
+    apply to ``mixed`` decoding only)."""
+    if not gpu:
+        return {"device": "cpu"}
+    options = {"device": "mixed", "hw_decoder_load": cfg.hw_decoder_load}
+    if training:
+        # Preallocated for the largest image (the padding once per thread, in DALI's words) in
+        # every pipeline given them, for the whole run. DALI's ImageNet example gives them to the
+        # training decoder only; a validation pipeline decodes rarely and may reallocate instead.
+        options |= {
+            "device_memory_padding": cfg.device_memory_padding,
+            "host_memory_padding": cfg.host_memory_padding,
+            "preallocate_width_hint": cfg.preallocate_width_hint,
+            "preallocate_height_hint": cfg.preallocate_height_hint,
+        }
+    return options
+
+
+def pipeline_options(cfg: DataConfig, info: DistInfo, gpu: bool, *, batch_size: int, seed: int) -> dict:
+    """The pipeline's arguments for this rank (all but the checkpoint to restore)."""
+    return {
+        "batch_size": batch_size,
+        "num_threads": dali_threads(cfg.workers),
+        "device_id": info.device.index if gpu else None,
+        "prefetch_queue_depth": cfg.prefetch_queue_depth,
+        # Each rank augments differently; the reader's seed is shared, so shuffles are reproducible.
+        "seed": seed + info.rank,
+    }
 
 
 def build_pipeline(
@@ -111,16 +140,7 @@ def build_pipeline(
             stick_to_shard=True,
             name="Reader",
         )
-        decode = (
-            {
-                "device": "mixed",
-                "device_memory_padding": _DEVICE_MEMORY_PADDING,
-                "host_memory_padding": _HOST_MEMORY_PADDING,
-                "hw_decoder_load": cfg.hw_decoder_load,
-            }
-            if gpu
-            else {"device": "cpu"}
-        )
+        decode = decoder_options(cfg, gpu, training=training)
         if training:
             images = fn.decoders.image_random_crop(
                 jpegs,
@@ -147,14 +167,7 @@ def build_pipeline(
         )
         return images, (targets.gpu() if gpu else targets)
 
-    # Each rank augments differently; the reader's seed is shared, which keeps shuffles reproducible.
-    pipe = pipeline(
-        batch_size=batch_size,
-        num_threads=max(1, cfg.workers),
-        device_id=info.device.index if gpu else None,
-        seed=seed + info.rank,
-        checkpoint=checkpoint,
-    )
+    pipe = pipeline(**pipeline_options(cfg, info, gpu, batch_size=batch_size, seed=seed), checkpoint=checkpoint)
     pipe.build()
     return pipe
 

@@ -12,6 +12,7 @@ from torchvision.datasets import ImageFolder
 
 from clr_dist.config import DataConfig
 from clr_dist.data.layout import evenly_spaced, saved_position_applies
+from clr_dist.data.workers import dataloader_workers
 from clr_dist.dist import DistInfo
 from clr_dist.errors import DataError
 
@@ -77,10 +78,11 @@ class TorchvisionLoaders:
         self.layout = (info.rank, info.world_size)
         self.restart_epoch_on_layout_change = cfg.restart_epoch_on_layout_change
         self.yielded = 0  # batches served in the current epoch
+        workers = dataloader_workers(cfg.workers)
         common = dict(
-            num_workers=cfg.workers,
+            num_workers=workers,
             pin_memory=info.device.type == "cuda",
-            persistent_workers=cfg.workers > 0,
+            persistent_workers=workers > 0,
         )
         self.train = DataLoader(
             self.train_set, batch_size=per_rank_batch, sampler=self.sampler, drop_last=True, **common

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +13,14 @@ import torch
 from PIL import Image
 
 from clr_dist.config import DataConfig
-from clr_dist.data.dali import DaliLoaders, file_list, shard_bounds
+from clr_dist.data.dali import (
+    DaliLoaders,
+    decoder_options,
+    file_list,
+    pipeline_on_gpu,
+    pipeline_options,
+    shard_bounds,
+)
 from clr_dist.data.datasets import check_image_folder
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError, DataError
@@ -38,8 +47,7 @@ def loaders(
         batch_size=batch_size,
         image_size=64,
         val_resize=64,
-        workers=1,
-        **{"crop_scale": (0.35, 1.0), **settings},
+        **{"crop_scale": (0.35, 1.0), "workers": 1, **settings},
     )
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     return DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes, channels_last=channels_last)
@@ -299,3 +307,70 @@ def test_file_lists_from_the_checker_skip_bad_files(tmp_path: Path, small_demo: 
     data = DaliLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
     assert (data.train_size, data.val_size) == (239, 70)
     assert len(list(data.train_epoch(0))) == 239 // 8  # the corrupt file is never read
+
+
+GPU_TUNING = dict(
+    hw_decoder_load=0.4,
+    device_memory_padding=1 << 20,
+    host_memory_padding=1 << 19,
+    preallocate_width_hint=4000,
+    preallocate_height_hint=3000,
+    prefetch_queue_depth=3,
+    workers=6,
+)
+
+
+def test_the_mixed_path_gets_the_configured_tuning() -> None:
+    """What reaches the decoders and the Pipeline on a GPU rank, checked without a GPU: the
+    ``data.`` settings, under the names DALI's own operator schemas and Pipeline know."""
+    from nvidia.dali import backend
+    from nvidia.dali.pipeline import Pipeline
+
+    cfg = DataConfig(loader="dali", **GPU_TUNING)
+    info = DistInfo(rank=5, local_rank=3, world_size=8, device=torch.device("cuda", 3))
+    assert pipeline_on_gpu(cfg, info)
+    training = decoder_options(cfg, True, training=True)
+    assert training == {
+        "device": "mixed",
+        "hw_decoder_load": 0.4,
+        "device_memory_padding": 1 << 20,
+        "host_memory_padding": 1 << 19,
+        "preallocate_width_hint": 4000,
+        "preallocate_height_hint": 3000,
+    }
+    # Validation pipelines hold no preallocated buffers (as in DALI's ImageNet example).
+    validation = decoder_options(cfg, True, training=False)
+    assert validation == {"device": "mixed", "hw_decoder_load": 0.4}
+    for operator, options in (("decoders__ImageRandomCrop", training), ("decoders__Image", validation)):
+        schema = backend.GetSchema(operator)
+        assert "mixed" in schema.GetSupportedBackends()
+        assert all(schema.HasArgument(key) and not schema.IsDeprecatedArg(key) for key in options if key != "device")
+    pipeline = pipeline_options(cfg, info, True, batch_size=32, seed=10)
+    assert pipeline == {"batch_size": 32, "num_threads": 6, "device_id": 3, "prefetch_queue_depth": 3, "seed": 15}
+    assert set(pipeline) <= set(inspect.signature(Pipeline.__init__).parameters)
+
+
+def test_the_cpu_path_leaves_the_mixed_only_settings_out(odd_demo: Path) -> None:
+    """On the CPU the decoder gets none of the mixed-only arguments, and the Pipeline DALI
+    builds has the configured threads and prefetch depth."""
+    cfg = DataConfig(loader="dali", **GPU_TUNING)
+    info = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    assert not pipeline_on_gpu(cfg, info)
+    assert (
+        decoder_options(cfg, False, training=True) == decoder_options(cfg, False, training=False) == {"device": "cpu"}
+    )
+    assert pipeline_options(cfg, info, False, batch_size=8, seed=0)["device_id"] is None
+    data = loaders(odd_demo, 0, 1, 8, workers=3, prefetch_queue_depth=1)
+    pipe = data.train._pipes[0]
+    assert (pipe.num_threads, pipe.prefetch_queue_depth) == (3, 1)
+    assert len(list(data.train_epoch(0))) == data.batches_per_epoch
+
+
+def test_auto_workers_builds_a_pipeline_with_the_rank_s_cpus(odd_demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    data = loaders(odd_demo, 0, 1, 8, workers="auto")
+    assert data.train._pipes[0].num_threads == 2
+    images, _ = next(data.val_batches())
+    assert images.shape == (8, 3, 64, 64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,7 @@ def loaders(root: Path, rank: int, world_size: int, **settings) -> TorchvisionLo
         batch_size=8 * world_size,
         image_size=32,
         val_resize=32,
-        workers=0,
-        **settings,
+        **{"workers": 0, **settings},
     )
     info = DistInfo(rank=rank, local_rank=rank, world_size=world_size, device=torch.device("cpu"))
     return TorchvisionLoaders(cfg, info, seed=0, classes=check_image_folder(root).classes)
@@ -59,3 +59,13 @@ def test_resume_into_another_layout_is_refused_unless_asked(small_demo: Path) ->
 def test_crop_ratio_reaches_the_transform(small_demo: Path) -> None:
     crop = loaders(small_demo, 0, 1, crop_ratio=(0.5, 2.0)).train_set.transform.transforms[0]
     assert crop.ratio == (0.5, 2.0)
+
+
+def test_auto_workers_leave_the_training_process_a_cpu(small_demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert loaders(small_demo, 0, 1, workers="auto").train.num_workers == 3  # 4 CPUs per rank
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    data = loaders(small_demo, 0, 1, workers="auto")  # one CPU per rank: load in this process
+    assert data.train.num_workers == 0 and len(next(data.train_epoch(0))[1]) == 8
