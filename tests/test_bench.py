@@ -15,9 +15,11 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from clr_dist.data.fashion_mnist import DEFAULT_SOURCE, SOURCE_FILES, convert_fashion_mnist
 from tests.conftest import BIN, REPO, compose_train, quick_overrides, run_cli
@@ -107,6 +109,18 @@ def test_data_efficiency_smoke(tmp_path: Path) -> None:
     assert ratio == pytest.approx(dali / synthetic, rel=0.05)  # from rounded rates: a few % off
 
 
+def test_decode_ceiling_smoke(tmp_path: Path) -> None:
+    """The CPU decoder alone over generated ImageNet-sized JPEGs."""
+    out = run_script(["decode_ceiling.py", "--smoke", "--json", str(tmp_path / "decode.json")], tmp_path).stdout
+    assert SMOKE_LINE in out and "1 threads, batch 8, crop area 0.08-1 -> 224px, 1 + 2 batches" in out
+    assert "16 generated JPEGs (500x375 and 375x500, quality 90" in out
+    assert positive(numbers(report_line(out, "repeat 1   cpu:").split(":")[1]))
+    median, low, high = numbers(report_line(out, "cpu: median"))
+    assert positive([median, low, high]) and low == median == high  # one repeat
+    record = json.loads((tmp_path / "decode.json").read_text())
+    assert record["median"] == {"cpu": pytest.approx(median, abs=0.051)} and record["settings"]["devices"] == ["cpu"]
+
+
 def test_trainer_overhead_smoke(tmp_path: Path) -> None:
     """Times Trainer.fit() through its probes (train_batches, evaluate) against the bare loop."""
     out = run_script(["trainer_overhead.py", "--smoke", "--json", str(tmp_path / "overhead.json")], tmp_path).stdout
@@ -138,6 +152,87 @@ def test_compile_speed_smoke(tmp_path: Path) -> None:
     assert ratio == pytest.approx(compiled / eager, rel=0.05)  # from rounded rates
     (compiled_line,) = [line for line in out.splitlines() if "repeat 1 compiled: first step" in line]
     assert numbers(compiled_line.split("first step")[1])[0] == pytest.approx(compile_s, abs=0.051)
+
+
+def markdown_row(report: str, first: str) -> list[str]:
+    """The cells of the one Markdown table row of ``report`` whose first cell is ``first``."""
+    rows = [line.strip("|").split(" | ") for line in report.splitlines() if line.startswith(f"| {first} |")]
+    assert len(rows) == 1, f"expected one row for {first!r}, found {rows} in\n{report}"
+    return [cell.strip() for cell in rows[0]]
+
+
+def section(report: str, number: int) -> str:
+    """The body of the report's section ``## <number>. <title>``, up to the next one."""
+    return report.split(f"\n## {number}. ", 1)[1].split("\n## ", 1)[0].split("\n", 1)[1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="reads a CPU machine's report; on a GPU run bench/gpu_check.sh")
+def test_gpu_check_smoke(tmp_path: Path) -> None:
+    """bench/gpu_check.sh end to end without CUDA: the report lands under $OUT and is printed,
+    every GPU part says it did not run for want of CUDA, and the CPU parts' figures parse, each
+    with its ratio to the synthetic figure of the same run."""
+    out = run_script(["gpu_check.sh", "--smoke"], tmp_path, {"OUT": str(tmp_path / "out")}).stdout
+    report = (tmp_path / "out" / "gpu_report.md").read_text()
+    assert out == report
+    assert "- mode: smoke (tiny sizes" in report and "verdict: nothing failed" in report
+    assert "failed:" not in report
+
+    assert section(report, 1).strip().splitlines()[0] == "not run: no CUDA device (torch.cuda.is_available() is False)"
+
+    model, batch, synthetic, dali, dali_cpu, torchvision, seconds = markdown_row(report, "alexnet")
+    assert batch == "8" and positive(numbers(synthetic)) and numbers(seconds)
+    assert dali == "not run: no CUDA device"
+    for cell in (dali_cpu, torchvision):
+        value, ratio = numbers(cell)
+        assert positive([value, ratio]) and cell.endswith("x)")
+        assert ratio == pytest.approx(value / float(synthetic), rel=0.03, abs=0.011)  # from rounded rates
+
+    if shutil.which("c++") or shutil.which("g++"):
+        model, batch, eager, compiled, ratio, compile_s, seconds = markdown_row(report, "cifar10_full")
+        assert positive(numbers(eager) + numbers(compiled) + numbers(ratio) + numbers(compile_s))
+        assert numbers(ratio)[0] == pytest.approx(float(compiled) / float(eager), rel=0.05)
+    else:
+        assert "not run: no C++ compiler" in section(report, 3)
+
+    mixed = markdown_row(report, "mixed (nvJPEG on the GPU)")
+    assert mixed[1] == "not run: no CUDA device"
+    decoder, ceiling, per_alexnet, seconds = markdown_row(report, "cpu (libjpeg-turbo)")
+    assert positive(numbers(ceiling) + numbers(per_alexnet))
+    assert numbers(per_alexnet)[0] == pytest.approx(float(ceiling) / float(synthetic), rel=0.03, abs=0.011)
+
+    for part in ("1. GPU tests", "2. Training images/s", "3. Eager against compiled", "4. DALI decoder ceiling"):
+        (row,) = [line for line in report.splitlines() if line.startswith(f"| {part}")]
+        assert len(numbers(row.split("|")[-2])) == 1
+    assert report.count("<details>") == 4  # the folder, the data sides, the decoder, the compile
+
+
+def test_gpu_check_says_why_a_part_cannot_run(tmp_path: Path) -> None:
+    """Without CUDA, DALI, pytest, triton or a compiler, or with the budget spent, a part is one
+    "not run: <reason>" line and nothing is started."""
+    import dataclasses
+
+    from bench import gpu_check
+
+    check = gpu_check.Check(sys.executable, gpu_check.SMOKE_SIZES, tmp_path)
+    no_dali = "ModuleNotFoundError: No module named 'nvidia'"
+    cpu = {"cuda": False, "errors": {"dali": no_dali}, "c": [], "cxx": []}
+    assert gpu_check.gpu_tests(check, cpu)[0] == ["not run: no CUDA device (torch.cuda.is_available() is False)"]
+    assert gpu_check.compile_speed(check, cpu, smoke=True)[0][0].startswith("not run: no C++ compiler")
+    lines, _ = gpu_check.decode_ceiling(check, cpu, tmp_path, "a folder", 1, {})
+    assert [line.split(" | ")[1] for line in lines if line.startswith("| mixed") or line.startswith("| cpu")] == [
+        f"not run: DALI does not import ({no_dali})"
+    ] * 2
+
+    gpu = {"cuda": True, "errors": {"pytest": "ModuleNotFoundError: No module named 'pytest'"}, "c": [], "cxx": []}
+    assert gpu_check.gpu_tests(check, gpu)[0][0].startswith("not run: pytest does not import (ModuleNotFoundError")
+    assert gpu_check.compile_speed(check, gpu, smoke=False)[0][0].startswith("not run: no C compiler")
+    gpu["errors"]["triton"] = "ModuleNotFoundError: No module named 'triton'"
+    assert gpu_check.compile_speed(check, gpu, smoke=False)[0][0].startswith("not run: triton does not import")
+    assert check.runs == [] and not check.failed
+
+    spent = gpu_check.Check(sys.executable, dataclasses.replace(gpu_check.SMOKE_SIZES, budget_s=0), tmp_path)
+    assert spent.run("anything", "data", ["-c", "pass"]).status == "not run: the 0 s budget was spent"
+    assert not spent.failed
 
 
 def test_reading_study_reads_a_range_test_as_the_range_test_did(tmp_path: Path, small_demo: Path) -> None:
