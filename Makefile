@@ -1,5 +1,5 @@
 # make setup  - .venv with clr_dist and everything it needs (torch, torchvision, timm, hydra, DALI, wandb)
-# make demo   - AlexNet, triangular CLR, 2 torchrun processes on the embedded dataset (CPU is fine)
+# make demo   - AlexNet, triangular CLR on the embedded dataset: 2 torchrun processes on a CPU, one per GPU
 # make test   - lint, then the test suite (fast unit tests and real multi-process runs); installs Debian test data
 # make test-fast - lint and the unit tests only (under a minute)
 # make lint   - ruff: the linter and the formatter's check (make format applies the formatter)
