@@ -24,11 +24,11 @@
 #
 # On the first GPU machine (Python 3.12 with its own torch, torchvision and timm; no DALI, Hydra,
 # wandb or pytest; no registry), from this machine's project root:
-#   1. Wheels: `shared/tools/device-wheels.sh fetch`, then add pytest, which its list lacks:
+#   1. Wheels: `bash ../shared/tools/device-wheels.sh fetch` (the shared folder beside the checkout), then add pytest, which its list lacks:
 #        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
 #          --implementation cp -d .devwheels pytest pluggy iniconfig packaging pygments pytest-timeout
-#      then `shared/tools/device-wheels.sh split`, and make the device calls that
-#      `shared/tools/device-wheels.sh plan` prints, back to back (the last joins and installs them
+#      then `bash ../shared/tools/device-wheels.sh split`, and make the device calls that
+#      `bash ../shared/tools/device-wheels.sh plan` prints, back to back (the last joins and installs them
 #      all into /root/site and imports DALI, Hydra and wandb).
 #   2. At once, on the same warm machine, one call with timeout_s 600 (the parts keep to a 450 s
 #      budget, so the call ends in about 8 minutes at most):
