@@ -26,7 +26,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -34,8 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from clr_dist import config  # noqa: E402
-from clr_dist.trainer import Trainer  # noqa: E402
+from bench.data_efficiency import timed_training  # noqa: E402
 
 # The shapes of tests/test_compile.py, so that the test suite compiles cifar10_full once.
 SMOKE = {
@@ -47,28 +45,6 @@ SMOKE = {
     "warmup_steps": 1,
     "repeats": 1,
 }
-
-
-def measure(overrides: list[str], args: argparse.Namespace, run_dir: Path) -> tuple[float, float]:
-    """(seconds of the first step, images/s over the timed steps) of one Trainer."""
-    trainer = Trainer(config.compose(overrides), run_dir)
-    try:
-        batches = trainer.train_batches()
-        start = time.perf_counter()
-        trainer.train_step(batches).item()
-        first = time.perf_counter() - start
-        for _ in range(args.warmup_steps - 1):
-            trainer.train_step(batches)
-        if trainer.info.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = trainer.train_step(batches)
-        loss.item()  # waits for the queued device work
-        elapsed = time.perf_counter() - start
-    finally:
-        trainer.close()
-    return first, args.steps * args.batch_size / elapsed
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,7 +92,9 @@ def main() -> None:
                         "trainer.save_checkpoints=false",
                         sides[side],
                     ]
-                    first, rate = measure(overrides, args, Path(tmp) / f"{model}-{side}-{repeat}")
+                    first, rate = timed_training(
+                        overrides, args.warmup_steps, args.steps, Path(tmp) / f"{model}-{side}-{repeat}"
+                    )
                     results[model][side].append((first, rate))
                     print(
                         f"  {model} repeat {repeat + 1} {side:>8}: first step {first:7.1f} s, {rate:8.1f} images/s",

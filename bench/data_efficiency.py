@@ -20,7 +20,7 @@ The ratio side / synthetic is the share of the model's speed the data pipeline k
 decoding and augmentation are fully hidden behind the model's work. ``--workers`` is both the
 DALI threads and the DataLoader workers.
 
-Each run trains ``--warmup-steps`` untimed steps (start-up, cuDNN autotuning, the first decodes),
+Each run trains ``--warmup-steps`` untimed steps (at least one; start-up, cuDNN autotuning, the first decodes),
 then times ``--steps`` steps, synchronising with the device only at the end. The sides
 alternate (A B C C B A ...) over ``--repeats`` repeats. DataLoader workers each build a whole
 batch, so they deliver in bursts of ``--workers`` batches: with warm-up and timed steps both
@@ -58,7 +58,6 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -94,29 +93,33 @@ def side_overrides(side: str, root: Path, classes: int, workers: int) -> list[st
     }[side]
 
 
-def train_images_per_sec(overrides: list[str], args: argparse.Namespace, run_dir: Path) -> float:
-    config.register()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = config.to_object(compose("train", overrides=overrides))
-    trainer = Trainer(cfg, run_dir)
+def timed_training(overrides: list[str], warmup_steps: int, steps: int, run_dir: Path) -> tuple[float, float]:
+    """One Trainer for ``clr-dist train`` with ``overrides``: (seconds of its first step, which
+    includes any compilation; images/s over ``steps`` timed steps after ``warmup_steps`` untimed
+    ones, the first included). Waits for the device only around the timed steps."""
+    trainer = Trainer(config.compose(overrides), run_dir)
     try:
         batches = trainer.train_batches()
-        for _ in range(args.warmup_steps):
+        start = time.perf_counter()
+        trainer.train_step(batches).item()
+        first = time.perf_counter() - start
+        for _ in range(warmup_steps - 1):
             trainer.train_step(batches)
         if trainer.info.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             loss = trainer.train_step(batches)
         loss.item()  # waits for the queued device work
         elapsed = time.perf_counter() - start
+        images = steps * trainer.cfg.data.batch_size * trainer.cfg.trainer.grad_accum_steps
     finally:
         trainer.close()
     # DataLoader workers and DALI pipelines (with their pinned and device buffers) live as long as
     # the loader: free them before the next side starts its own.
     del batches, trainer
     gc.collect()
-    return args.steps * args.batch_size / elapsed
+    return first, images / elapsed
 
 
 def parse_args() -> argparse.Namespace:
@@ -198,7 +201,9 @@ def measure(args: argparse.Namespace, root: Path, tmp: Path) -> tuple[dict, dict
                     *side_overrides(side, root, classes, args.workers),
                 ]
                 try:
-                    value = train_images_per_sec(overrides, args, tmp / "runs" / f"{model}-{side}-{repeat}")
+                    _, value = timed_training(
+                        overrides, args.warmup_steps, args.steps, tmp / "runs" / f"{model}-{side}-{repeat}"
+                    )
                 except Exception as exc:
                     if not args.keep_going:
                         raise
