@@ -104,9 +104,6 @@ def parse_args() -> argparse.Namespace:
 
 
 def compose_config(args: argparse.Namespace, data_root: str) -> TrainConfig:
-    from hydra import compose, initialize_config_dir
-
-    clr_config.register()
     overrides = [
         "experiment=demo",
         "logger.mode=disabled",
@@ -126,8 +123,7 @@ def compose_config(args: argparse.Namespace, data_root: str) -> TrainConfig:
     ]
     if args.batch_size is not None:
         overrides.append(f"data.batch_size={args.batch_size}")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = clr_config.to_object(compose("train", overrides=overrides + list(args.overrides)))
+    cfg = clr_config.compose(overrides + list(args.overrides))
     s = cfg.schedule
     if (s.policy, s.shape, s.step_ratio, s.warmup_steps, s.momentum_cycle) != (
         "triangular",
