@@ -138,6 +138,13 @@ def interpolate_line(
     return rows
 
 
+def loss_scale(rows: list[dict]) -> str:
+    """``log`` when the losses span more than 10x (a steep wall outside [0, 1] would flatten the
+    rest of the curve on a linear axis), else ``linear``."""
+    losses = [r[key] for r in rows for key in ("train_loss", "val_loss")]
+    return "log" if min(losses) > 0 and max(losses) > 10 * min(losses) else "linear"
+
+
 def plot_line(rows: list[dict], names: tuple[str, str], png: Path) -> None:
     import matplotlib
 
@@ -157,8 +164,7 @@ def plot_line(rows: list[dict], names: tuple[str, str], png: Path) -> None:
         ax.set_xlabel("alpha  (weights = alpha * A + (1 - alpha) * B)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
-    losses = [r[key] for r in rows for key in ("train_loss", "val_loss")]
-    if min(losses) > 0 and max(losses) > 10 * min(losses):  # a steep wall outside [0, 1] would flatten the rest
+    if loss_scale(rows) == "log":
         loss_ax.set_yscale("log")
         loss_ax.set_ylabel("loss (log scale)")
     fig.tight_layout()

@@ -109,6 +109,17 @@ def test_unknown_group_option_lists_the_valid_ones() -> None:
         (["data.preallocate_width_hint=-5"], 1, "data.preallocate_width_hint=-5 must be >= 0 (0: no preallocation)"),
         (["data.preallocate_height_hint=-5"], 1, "data.preallocate_height_hint=-5 must be >= 0"),
         (["data.prefetch_queue_depth=0"], 1, "data.prefetch_queue_depth=0 must be a positive integer"),
+        (["trainer.compile=fast"], 1, "trainer.compile='fast' is not one of: off, default, reduce-overhead"),
+        (
+            ["optimizer.implementation=vectorised"],
+            1,
+            "optimizer.implementation='vectorised' is not one of: auto, fused",
+        ),
+        (
+            ["optimizer=rmsprop", "optimizer.implementation=fused"],
+            1,
+            "optimizer.implementation=fused: RMSprop has no fused step; use auto, foreach, or for_loop",
+        ),
     ],
 )
 def test_cross_key_checks(overrides: list[str], world_size: int, message: str) -> None:
@@ -196,3 +207,17 @@ def test_run_id_is_shared_by_the_ranks_of_one_job(monkeypatch) -> None:
     assert run_id() == "slurm-40_2"
     monkeypatch.setenv("CLR_DIST_RUN_ID", "mine")
     assert run_id() == "mine"
+
+
+def test_compile_on_the_cpu_without_a_cxx_compiler_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile's CPU kernels are C++: without a compiler, say so before anything is built."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # a machine without c++ or g++
+    validate(compose_train(["trainer.compile=off"]), 1)  # off needs none
+    with pytest.raises(ConfigError) as info:
+        validate(compose_train(["trainer.compile=default"]), 1)
+    assert str(info.value) == (
+        "trainer.compile=default on the CPU needs a C++ compiler and none is on PATH; "
+        "install one (apt-get install g++) or set trainer.compile=off"
+    )

@@ -120,6 +120,16 @@ def test_an_empty_or_unreadable_alpha_range_is_one_line(text: str) -> None:
         parse_alphas(text)
 
 
+def test_the_loss_axis_goes_logarithmic_only_for_a_steep_wall() -> None:
+    from clr_dist.cycle_ends import loss_scale
+
+    def rows(*losses: float) -> list[dict]:
+        return [{"train_loss": loss, "val_loss": loss * 1.01} for loss in losses]
+
+    assert loss_scale(rows(30.2, 3.5, 1.15, 1.68, 1.23)) == "log"  # the demo's line: a wall of 30 at alpha -0.5
+    assert loss_scale(rows(0.55, 0.47, 0.46, 0.54, 0.68)) == "linear"  # Fashion-MNIST's: one basin
+
+
 class _OneProcessTrainer:
     """What ``interpolate_line`` uses of a Trainer, on 8 fixed images in one process."""
 
