@@ -14,15 +14,24 @@
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
 not wait for torch, timm and DALI to load.
+
+Hydra's shell completion completes the overrides of train and range-test:
+``eval "$(clr-dist train -sc install=bash)"`` (see ``_shell_completion``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from clr_dist.errors import UsageError, reported_as_one_line
+
+# The commands whose arguments are Hydra's own (overrides, --cfg job, -m, --help, -sc).
+HYDRA_COMMANDS = ("train", "range-test")
+SHELL_COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def _train(overrides: list[str]) -> None:
@@ -38,6 +47,69 @@ def _range_test(overrides: list[str]) -> None:
 
     sys.argv = ["clr-dist range-test", *overrides]
     range_test.main()
+
+
+def _compose_first(hydra_args: list[str]) -> None:
+    """Compose the config of a plain run before Hydra does, so that a config that does not
+    compose (a mistyped key, a value outside its choices, a missing group option) stops with one
+    line naming the key, the value and what is valid, and exit status 2, not Hydra's report of
+    several lines. What Hydra composes otherwise or not at all (--multirun's sweeps, --help,
+    --info, another config) is left to Hydra, which reports its own errors."""
+    from hydra._internal.utils import get_args_parser  # the parser @hydra.main uses (hydra-core is pinned)
+
+    from clr_dist import config
+
+    if "--version" in hydra_args:
+        return
+    parser = get_args_parser()
+    parser.exit_on_error = False  # a bad flag: Hydra says so itself
+    try:
+        args, unknown = parser.parse_known_args(hydra_args)
+    except argparse.ArgumentError:
+        return
+    elsewhere = (args.help, args.hydra_help, args.info, args.multirun, args.config_path, args.config_name)
+    if unknown or any(elsewhere) or args.config_dir or args.experimental_rerun:
+        return
+    config.compose_unresolved(args.overrides)
+
+
+def _shell_completion(hydra_args: list[str]) -> None:
+    """Hydra's shell completion (``-sc install=bash``, ``-sc query=bash``) of the overrides of
+    train and range-test.
+
+    The script that ``install`` prints registers for ``clr-dist`` and, on Tab, runs
+    ``clr-dist -sc query=bash`` with the line typed so far in COMP_LINE. Hydra reads that line
+    as a program and its overrides, so the subcommand is taken out of it here; a line without a
+    subcommand yet completes the subcommand's name, and the other subcommands are left to the
+    shell's file-name completion. Both commands compose conf/train.yaml, so one Hydra app that
+    loads only the config (not torch: Tab answers at once) serves them."""
+    import hydra
+
+    from clr_dist import config
+
+    line = os.environ.get("COMP_LINE")
+    query = next((arg.removeprefix("query=") for arg in hydra_args if arg.startswith("query=")), None)
+    if query is not None and line is not None:
+        words, typing_a_word = line.split(), not line[-1:].isspace()
+        if len(words) < 2 or (len(words) == 2 and typing_a_word):
+            print(("\n" if query == "fish" else " ").join(_command_names()))
+            return
+        if words[1] not in HYDRA_COMMANDS:
+            return
+        os.environ["COMP_LINE"] = " ".join(["clr-dist", *words[2:]]) + ("" if typing_a_word else " ")
+    config.register()
+    # Hydra's script registers for the base name of argv[0] and runs it back.
+    sys.argv = ["clr-dist", *hydra_args]
+    hydra.main(config_path=config.CONF_DIR, config_name="train", version_base="1.3")(_completion_only)()
+
+
+def _completion_only(cfg: Any) -> None:
+    """The task of the completion app, never run: Hydra answers ``-sc`` and returns."""
+
+
+def _command_names() -> list[str]:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return list(commands.choices)
 
 
 def _schedule(args: argparse.Namespace) -> None:
@@ -106,6 +178,15 @@ def _check(args: argparse.Namespace) -> None:
         sys.exit(1)  # problems found; 2 stays "could not run"
 
 
+def _imagenet(args: argparse.Namespace) -> None:
+    from clr_dist.data.imagenet import prepare_imagenet
+
+    result = prepare_imagenet(args.root, train=args.train, val=args.val, devkit=args.devkit)  # progress: stderr
+    print(result.describe())
+    if not args.no_check:  # as `clr-dist data check ROOT`: the summary, exit status 1 on problems
+        _check(argparse.Namespace(root=args.root, out=args.check_out, workers=args.workers))
+
+
 def _compare(args: argparse.Namespace) -> None:
     from clr_dist.compare import compare_command
 
@@ -129,6 +210,12 @@ def _nproc(args: argparse.Namespace) -> None:
     # The one setting that decides it; no preset sets it, so the overrides are enough.
     devices = [o.split("=", 1)[1] for o in args.overrides if o.lstrip("+").startswith("trainer.device=")]
     print(dist.processes_per_node(args.requested, torch.cuda.device_count(), (devices or ["auto"])[-1]))
+
+
+def _run_dir(args: argparse.Namespace) -> None:
+    from clr_dist import config
+
+    print(config.run_dir(args.overrides))
 
 
 def _add_cycle_end_parsers(commands: argparse._SubParsersAction) -> None:
@@ -211,6 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
     nproc.add_argument("--requested", type=int, metavar="N", help="this many (the launchers' NPROC)")
     nproc.add_argument("overrides", nargs="*", help="the run's Hydra overrides (only trainer.device is read)")
     nproc.set_defaults(run=_nproc)
+    run_dir = commands.add_parser(
+        "run-dir",
+        help="print the run directory `clr-dist train` would use with these overrides, here and now",
+        description="The run directory of `clr-dist train` with the same overrides and environment "
+        "(hydra.run.dir, by default $CLR_DIST_RUNS_DIR/<run id> with the id from CLR_DIST_RUN_ID, SLURM's job "
+        "and array task ids, or torchrun's rendezvous id): where the launch scripts and slurm/train.sbatch "
+        "look for the `stopped` marker of a run stopped by a signal.",
+    )
+    run_dir.add_argument("overrides", nargs="*", help="the run's Hydra overrides")
+    run_dir.set_defaults(run=_run_dir)
     data = commands.add_parser("data", help="dataset tools").add_subparsers(
         dest="data_command", required=True, metavar="TOOL"
     )
@@ -262,6 +359,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: all usable cores)")
     check.set_defaults(run=_check)
+    imagenet = data.add_parser(
+        "imagenet",
+        help="turn ImageNet's official archives into ROOT/train/<wnid>/ and ROOT/val/<wnid>/, then check it",
+        description="Extract ILSVRC2012_img_train.tar (one tar per class) and ILSVRC2012_img_val.tar (flat; "
+        "each image put in its class by the ground truth of ILSVRC2012_devkit_t12.tar.gz) into ROOT/train/<wnid>/ "
+        "and ROOT/val/<wnid>/, then run `clr-dist data check` on ROOT. Resumable: a rerun skips the classes and "
+        "images already in place. Nothing is downloaded.",
+    )
+    imagenet.add_argument("root", help="where train/ and val/ go; the archives are looked for here unless given")
+    imagenet.add_argument(
+        "--train", metavar="FILE", help="ILSVRC2012_img_train.tar (default: ROOT/ILSVRC2012_img_train.tar)"
+    )
+    imagenet.add_argument("--val", metavar="FILE", help="ILSVRC2012_img_val.tar (default: ROOT/ILSVRC2012_img_val.tar)")
+    imagenet.add_argument(
+        "--devkit", metavar="FILE", help="ILSVRC2012_devkit_t12.tar.gz (default: ROOT/ILSVRC2012_devkit_t12.tar.gz)"
+    )
+    imagenet.add_argument("--no-check", action="store_true", help="skip decoding every image afterwards")
+    imagenet.add_argument(
+        "--check-out",
+        metavar="DIR",
+        help="where the check writes report.json and file lists (default: ./<root name>-check)",
+    )
+    imagenet.add_argument(
+        "--workers", type=int, metavar="N", help="decoding processes of the check (default: all cores)"
+    )
+    imagenet.set_defaults(run=_imagenet)
     compare = commands.add_parser(
         "compare",
         help="compare finished runs: top-1 against iteration (the paper's Figure 1) and a table in the shape "
@@ -301,13 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    hydra_commands = {"train": _train, "range-test": _range_test}
-    if argv[:1] and argv[0] in hydra_commands:
-        # Everything after the command belongs to Hydra (including --help, --cfg job, -m).
-        hydra_commands[argv[0]](argv[1:])
-        return
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The arguments of every command but train and range-test, whose arguments are Hydra's.
+
+    Overrides may come before, between and after the flags: argparse fills the ``overrides``
+    positional with the first run of them only (`schedule schedule=exp_range --csv F
+    schedule.gamma=0.999` leaves the gamma over), so whatever it leaves over that is not a flag
+    joins them, in the order given."""
     parser = build_parser()
     # argparse reads `--alphas -0.5:1.5:21` as a flag without its value: join the two.
     for i, arg in enumerate(argv[:-1]):
@@ -315,12 +438,30 @@ def main(argv: list[str] | None = None) -> None:
             argv = [*argv[:i], f"--alphas={argv[i + 1]}", *argv[i + 2 :]]
             break
     args, extra = parser.parse_known_args(argv)
-    # Overrides given after the flags (`interpolate A B --alphas 0,1 data.root=X`) are left over
-    # by argparse once the positionals are read; they belong to the overrides all the same.
-    if extra and isinstance(getattr(args, "overrides", None), list) and not any(e.startswith("-") for e in extra):
+    flags = [e for e in extra if e.startswith("-")]
+    if flags or (extra and not isinstance(getattr(args, "overrides", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
+    if extra:
         args.overrides += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command in SHELL_COMPLETION_FLAGS:
+        _shell_completion(argv)  # what the installed completion script runs
+        return
+    if command in HYDRA_COMMANDS:
+        # Everything after the command belongs to Hydra (including --help, --cfg job, -m, -sc).
+        if any(arg in SHELL_COMPLETION_FLAGS for arg in rest):
+            _shell_completion(rest)
+            return
+        with reported_as_one_line(command):
+            _compose_first(rest)
+        {"train": _train, "range-test": _range_test}[command](rest)
+        return
+    args = parse_args(argv)
     with reported_as_one_line(args.command):
         args.run(args)
 

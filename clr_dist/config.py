@@ -1,9 +1,10 @@
 """Typed configuration: the schema every YAML file in ``conf/`` and every override is checked against.
 
 The dataclasses are registered in Hydra's ConfigStore as the base of ``conf/train.yaml``, so a
-mistyped key (``trainer.max_step=10``) or a wrong type (``trainer.max_steps=ten``) fails while
-the config is composed, before any work starts. Checks of values and of keys that depend on each
-other live in ``clr_dist.checks``, which runs them all before the process group forms.
+mistyped key (``trainer.max_step=10``), a wrong type (``trainer.max_steps=ten``) or a value
+outside a fixed set (``trainer.precision=fp8``) fails while the config is composed, before any
+work starts. Checks of ranges and of keys that depend on each other live in ``clr_dist.checks``,
+which runs them all before the process group forms.
 """
 
 from __future__ import annotations
@@ -12,18 +13,111 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from clr_dist.bounds import read_bounds
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import ScheduleConfig
 
-# conf/ beside the package: train.yaml and its groups (model/, data/, schedule/, ...).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# train.yaml and its groups (model/, data/, schedule/, ...). An installed wheel has them in
+# clr_dist/conf (pyproject.toml ships the repository's conf/ there); a checkout or an editable
+# install reads the repository's conf/ beside the package, live.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+CONF_DIR = str(_PACKAGE_DIR / "conf" if (_PACKAGE_DIR / "conf").is_dir() else _PACKAGE_DIR.parent / "conf")
+
+# Settings with a fixed set of values are StrEnums, so that Hydra refuses any other value while it
+# composes the config, naming the key, the value and the valid ones. A member is its own string
+# ("bf16" == Precision.bf16, f"{Precision.bf16}" == "bf16"): comparisons, messages, JSON and W&B
+# see plain strings. Member names are the values themselves, since OmegaConf looks a value up by
+# member name and writes the name back (.hydra/config.yaml). A checkpoint must not hold members:
+# torch.load(weights_only=True) refuses them (``Trainer._settings`` stores plain strings).
+
+
+class Precision(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cuda = "cuda"
+    cpu = "cpu"
+
+
+# torch.compile's mode names have hyphens: only the functional form takes them as member names.
+CompileMode = StrEnum(
+    "CompileMode",
+    [(mode, mode) for mode in ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")],
+    module=__name__,
+)
+
+
+class LoggerMode(StrEnum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class Loader(StrEnum):
+    torchvision = "torchvision"
+    dali = "dali"
+
+
+class DaliDevice(StrEnum):
+    auto = "auto"
+    gpu = "gpu"
+    cpu = "cpu"
+
+
+class OutputDtype(StrEnum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class OptimizerName(StrEnum):
+    sgd = "sgd"
+    nesterov = "nesterov"
+    adam = "adam"
+    rmsprop = "rmsprop"
+    adagrad = "adagrad"
+    adadelta = "adadelta"
+
+
+class MomentumStyle(StrEnum):
+    pytorch = "pytorch"
+    caffe = "caffe"
+
+
+class Implementation(StrEnum):
+    auto = "auto"
+    fused = "fused"
+    foreach = "foreach"
+    for_loop = "for_loop"
+
+
+class SweepMode(StrEnum):
+    linear = "linear"
+    exp = "exp"
+
+
+class ReadingMethod(StrEnum):
+    auto = "auto"
+    accuracy = "accuracy"
+    loss = "loss"
+
+
+class ReadingRule(StrEnum):
+    range = "range"
+    third = "third"
+    quarter = "quarter"
 
 
 @dataclass
@@ -42,7 +136,7 @@ class DataConfig:
     # ImageNet folder layout: root/train/<class>/*.JPEG and root/val/<class>/*.JPEG.
     root: str = "data/demo"
     # torchvision (PyTorch DataLoader workers) or dali (GPU decoding on CUDA, CPU operators without).
-    loader: str = "dali"
+    loader: Loader = Loader.dali
     # The *global* batch: split evenly over the ranks, so a schedule means the same at any size.
     batch_size: int = 64
     # Training crop (random-resized) and validation crop (centre, after resizing the short side).
@@ -77,10 +171,10 @@ class DataConfig:
     prefetch_queue_depth: int = 2
     # dali: where the pipeline runs. auto: on the GPU (mixed decoding) when training on CUDA, else
     # CPU operators; cpu keeps decoding on the CPU even on a GPU machine (a busy GPU, tests).
-    dali_device: str = "auto"
+    dali_device: DaliDevice = DaliDevice.auto
     # dali: dtype of the images it hands the model; float16/bfloat16 halve the copy and need
     # mixed precision (trainer.precision bf16/fp16, or auto on CUDA).
-    output_dtype: str = "float32"
+    output_dtype: OutputDtype = OutputDtype.float32
     # dali: a reader state saved under another world size or rank (a resume after resizing the
     # job) is refused; true starts the saved epoch again from its beginning instead.
     restart_epoch_on_layout_change: bool = False
@@ -96,31 +190,48 @@ class DataConfig:
 @dataclass
 class OptimizerConfig:
     # sgd, nesterov, adam, rmsprop, adagrad, adadelta (the paper's Table 3).
-    name: str = "sgd"
+    name: OptimizerName = OptimizerName.sgd
     # SGD, Nesterov and RMSprop momentum; Adam's beta1. What schedule.momentum_cycle drives.
     momentum: float = 0.9
     weight_decay: float = 5e-4
     # sgd only: pytorch (w -= lr v) or caffe (lr inside the velocity, as in the paper's runs).
-    momentum_style: str = "pytorch"
+    momentum_style: MomentumStyle = MomentumStyle.pytorch
     beta2: float = 0.999  # adam
     alpha: float = 0.99  # rmsprop: smoothing of the squared gradient
     rho: float = 0.9  # adadelta
     eps: float = 1e-8  # adam, rmsprop, adagrad, adadelta
     # How the update runs over the parameters: auto (the fused kernel on CUDA where the optimizer
     # has one, else foreach on CUDA; PyTorch's own choice on the CPU), fused, foreach or for_loop.
-    implementation: str = "auto"
+    implementation: Implementation = Implementation.auto
 
 
 @dataclass
 class LoggerConfig:
     # online: sync to W&B; offline: write the W&B run to disk only (no account needed); disabled.
-    mode: str = "offline"
+    mode: LoggerMode = LoggerMode.offline
     project: str = "clr_dist"
     entity: Optional[str] = None
+    # W&B run name. null: the run directory's name; for a job of a multirun, the sweep folder's
+    # name and the job number (multirun-<id>/3), so the runs of different sweeps never collide.
     run_name: Optional[str] = None
+    # W&B group. null: the sweep folder's name for the jobs of a multirun (one sweep, one group),
+    # none for a lone run; set it to gather runs of your own (the seeds of one configuration).
+    group: Optional[str] = None
+    # W&B tags, 1-64 characters each: logger.tags=[baseline,alexnet].
+    tags: list[str] = field(default_factory=list)
     # Reduce and log the training metrics every this many optimizer steps.
     log_every: int = 10
     progress_bar: bool = True
+    # Log each cycle-end snapshot (trainer.snapshot_cycle_ends) as a version of a W&B artifact of
+    # type model: the weights file (trainer.snapshot_weights_only) or the checkpoint's shared.pt.
+    # Costly: one fp32 copy of the weights per cycle, 244 MB for AlexNet (61.1 M parameters),
+    # 102 MB for ResNet-50 (25.6 M), twice that as checkpoints with SGD momentum; uploaded in the
+    # background (~2.5 s per AlexNet snapshot at 100 MB/s) and counted against the W&B storage quota.
+    log_cycle_end_artifacts: bool = False
+    # W&B's own record of the machine (hostname, user, Python path, CPU/GPU/disk/memory) and of the
+    # git repository (remote URL, commit, diff). false turns both off and leaves the hostname out of
+    # the W&B config (clr_dist's git revision stays there). Secrets are redacted either way.
+    record_host_and_git: bool = True
 
 
 @dataclass
@@ -134,9 +245,9 @@ class TrainerConfig:
     # Micro-batches per optimizer step; the global batch is data.batch_size per micro-batch.
     grad_accum_steps: int = 1
     # auto: bf16 on CUDA when supported, else fp16 with a grad scaler; fp32 on CPU.
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     # auto: CUDA when available, else CPU.
-    device: str = "auto"
+    device: Device = Device.auto
     channels_last: bool = True
     # CUDA: let cuDNN time its convolution algorithms on the first batches and keep the fastest
     # (the input shape is fixed). The choice can differ between processes, so a resumed GPU run
@@ -149,7 +260,7 @@ class TrainerConfig:
     # torch.compile the model: off, or one of torch.compile's modes (default, reduce-overhead,
     # max-autotune, max-autotune-no-cudagraphs). The first step compiles (its time is logged as
     # compile_seconds, apart from images/s); checkpoints hold the plain model's weights either way.
-    compile: str = "off"
+    compile: CompileMode = CompileMode.off
     seed: int = 0
     # Write lr_rank<R>.csv: the LR (and momentum) each rank's optimizer actually held at each step.
     record_lr: bool = False
@@ -190,7 +301,7 @@ class RangeTestConfig:
     steps: Optional[int] = None
     epochs: Optional[float] = 8.0
     # linear (Smith) or exp (the LR grows by a constant factor each step, the fast.ai variant).
-    mode: str = "linear"
+    mode: SweepMode = SweepMode.linear
     # Accuracy on a fixed subset of the validation set every this many steps (null: 25 points).
     eval_every: Optional[int] = None
     eval_images: int = 1000
@@ -199,13 +310,13 @@ class RangeTestConfig:
     diverge_factor: Optional[float] = 4.0
     # Read the bounds off the accuracy curve (the paper's way), the loss curve, or auto: accuracy
     # when the sweep evaluated at least 5 times, else loss.
-    method: str = "auto"
+    method: ReadingMethod = ReadingMethod.auto
     # base_lr as max_lr / 3 (third) or / 4 (quarter), the paper's rule of thumb, or read off the
     # curve where the rise starts (range). third: where the rise starts depends on how long the
     # net has trained by then, not only on the LR (on the demo set it read 2/3 of max_lr). With 3
     # seeds neither rule trained better there, and on Fashion-MNIST a higher base_lr did
     # (docs/BENCHMARKS.md, "Which reading").
-    rule: str = "third"
+    rule: ReadingRule = ReadingRule.third
     # "Starts to rise" and "stops rising": the first points past this share of the curve's whole
     # rise from its low, and within it of its peak. Relative, so the loss scale does not matter.
     rise_fraction: float = 0.1
@@ -259,6 +370,20 @@ def register() -> None:
 def compose(overrides: list[str]) -> TrainConfig:
     """conf/train.yaml with Hydra ``overrides``, composed exactly as ``clr-dist train`` does,
     outside ``@hydra.main`` (the tools that read a run's config); one line on a bad override."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    composed = compose_unresolved(overrides)
+    try:
+        return to_object(composed)
+    except OmegaConfBaseException as exc:  # an interpolation that does not resolve
+        raise ConfigError(composition_error(exc)) from exc
+
+
+def compose_unresolved(overrides: list[str]) -> DictConfig:
+    """conf/train.yaml with Hydra ``overrides`` as Hydra composes it, its interpolations left as
+    they are, as Hydra leaves them until the run (``${hydra:...}`` resolves only then).
+    ConfigError, one line, when it does not compose: a mistyped key, a wrong type, a value
+    outside its choices, a missing group option."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -267,10 +392,43 @@ def compose(overrides: list[str]) -> TrainConfig:
     register()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return to_object(hydra_compose("train", overrides=overrides))
+            return hydra_compose("train", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        # Hydra's first line names the key and the problem; the rest is its search path.
-        raise ConfigError(str(exc.__cause__ or exc).splitlines()[0]) from exc
+        raise ConfigError(composition_error(exc)) from exc
+
+
+def composition_error(exc: Exception) -> str:
+    """Hydra's error for a config that does not compose, as one line naming the key, the value
+    and what is valid: its first line, with the key of a refused value (OmegaConf names it only
+    on a later line) and the options of a missing group option (listed there one per line)."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ValidationError
+
+    cause = exc.__cause__ or exc
+    line = str(cause).splitlines()[0]
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, ValidationError) and key and key not in line:
+        line = f"{key}: {line}"  # "trainer.precision: Invalid value 'fp8', expected one of [auto, ...]"
+    if isinstance(cause, MissingConfigException) and cause.options:
+        line = f"{line}; available options: {', '.join(cause.options)}"
+    return line
+
+
+def run_dir(overrides: list[str]) -> Path:
+    """The run directory ``clr-dist train`` with these ``overrides`` writes to, in this
+    environment (``hydra.run.dir``, its default from CLR_DIST_RUNS_DIR and ``run_id()``, or the
+    user's own): what the launch scripts and slurm/train.sbatch look in for ``stopped``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    register()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return Path(hydra_compose("train", overrides=overrides, return_hydra_config=True).hydra.run.dir)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(composition_error(exc)) from exc
 
 
 def _reject_unknown_keys(node: Any, path: str) -> None:

@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 
@@ -33,11 +34,22 @@ class Stopped(Exception):
 
     EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"
 
+    @classmethod
+    def exit_code(cls) -> int:
+        """``EXIT_CODE``, except under a torchrun agent that would restart the workers (restarts
+        left under ``--max-restarts``): any non-zero exit is a failure to it, and it would start
+        the stopped run again. 0 ends the job instead; ``RUN_DIR/stopped`` still says it stopped,
+        and the launch scripts turn that into ``EXIT_CODE``."""
+        restarts_left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) - int(
+            os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        )
+        return 0 if restarts_left > 0 else cls.EXIT_CODE
+
 
 @contextlib.contextmanager
 def reported_as_one_line(command: str) -> Iterator[None]:
     """A UsageError raised in the block becomes ``clr-dist COMMAND: error: ...`` on stderr and
-    exit status 2; a Stopped run says so and exits with ``Stopped.EXIT_CODE``."""
+    exit status 2; a Stopped run says so and exits with ``Stopped.exit_code()``."""
     try:
         yield
     except UsageError as exc:
@@ -45,4 +57,4 @@ def reported_as_one_line(command: str) -> Iterator[None]:
         sys.exit(2)
     except Stopped as exc:
         print(f"clr-dist {command}: {exc}", file=sys.stderr)
-        sys.exit(Stopped.EXIT_CODE)
+        sys.exit(Stopped.exit_code())

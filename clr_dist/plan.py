@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from clr_dist.config import TrainConfig, TrainerConfig
+from clr_dist.data.workers import loader_workers
 from clr_dist.dist import DistInfo
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import BuiltSchedule, Schedule
@@ -49,6 +50,9 @@ class RunPlan:
     cycle_length: int | None
     planned_steps: int  # where this run will stop (trainer.max_steps, or a cycle end before it)
     run_dir: str
+    # Per rank: DALI threads or DataLoader workers (data.workers resolved on this node, from the
+    # CPUs the process may use, SLURM's share and the ranks beside it; 0 for synthetic data).
+    loader_workers: int = 0
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -130,4 +134,5 @@ def make_plan(
         cycle_length=built.schedule.cycle_length,
         planned_steps=planned_steps(built.schedule, cfg.trainer.max_steps, cfg.trainer.stop_after_cycles),
         run_dir=str(run_dir),
+        loader_workers=loader_workers(cfg.data.name, cfg.data.loader, cfg.data.workers),
     )

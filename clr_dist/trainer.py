@@ -207,13 +207,15 @@ class Trainer:
         peak = self._validate_if_due(lr)
         if peak is not None and self.cfg.trainer.snapshot_cycle_ends:
             if self.cfg.trainer.snapshot_weights_only:
+                saved = checkpoint.weights_path(self.run_dir, self.step, peak.cycle)
                 if self.info.is_main:
                     meta = {"step": self.step, "cycle": peak.cycle, "model": self.cfg.model.name}
-                    checkpoint.save_weights(
-                        self.model.state_dict(), meta, checkpoint.weights_path(self.run_dir, self.step, peak.cycle)
-                    )
+                    checkpoint.save_weights(self.model.state_dict(), meta, saved)
             else:
-                self.save_checkpoint(checkpoint.snapshot_name(self.step, peak.cycle))
+                name = checkpoint.snapshot_name(self.step, peak.cycle)
+                self.save_checkpoint(name)
+                saved = self.run_dir / "checkpoints" / name / checkpoint.SHARED_FILE  # the weights (and optimizer)
+            self.reporter.snapshot(peak, saved)  # absent when trainer.save_checkpoints=false
         if self.cfg.trainer.checkpoint_every and self.step % self.cfg.trainer.checkpoint_every == 0:
             self.save_checkpoint(checkpoint.periodic_name(self.step))
 
@@ -223,8 +225,8 @@ class Trainer:
         self._mark_stopped(True)
         raise Stopped(
             f"stopped by signal {signum or 'on another rank'} at step {self.step}; a checkpoint "
-            f"is in {self.run_dir / 'checkpoints'}: run the same command again (same run "
-            f"directory) to continue"
+            f"is in {self.run_dir / 'checkpoints'}: the same command with the same run directory "
+            f"continues it (launch/*.sh print that command; under SLURM the job is requeued)"
         )
 
     def _mark_stopped(self, stopped: bool) -> None:
@@ -414,7 +416,9 @@ class Trainer:
 
     def _settings(self) -> dict:
         """What a resumed run must share with the checkpoint it continues."""
-        schedule = {f"schedule.{k}": v for k, v in dataclasses.asdict(self.cfg.schedule).items() if k != "bounds_from"}
+        # Plain strings for the enum keys (policy, shape): torch.load(weights_only=True) refuses Enum members.
+        plain = OmegaConf.to_container(OmegaConf.structured(self.cfg.schedule), enum_to_str=True)
+        schedule = {f"schedule.{k}": v for k, v in plain.items() if k != "bounds_from"}
         return {**schedule, "data.batch_size": self.cfg.data.batch_size, "world_size": self.info.world_size}
 
     def save_checkpoint(self, name: str) -> None:

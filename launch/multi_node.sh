@@ -4,13 +4,28 @@
 #   NNODES=4 MASTER_ADDR=node001 RUN_ID=imagenet-clr bash launch/multi_node.sh data=imagenet \
 #       data.root=/data/imagenet
 # RUN_ID names the job (and its run directory, runs/torchrun-RUN_ID): use a new one per run, the
-# same one to continue it. Environment: NPROC (processes per node, default one per visible GPU, 2 without GPUs), MASTER_PORT (29500),
-# MAX_RESTARTS (torchrun --max-restarts, default 3: a restarted group resumes from its last
-# checkpoint), MODULE (clr_dist.train or clr_dist.range_test).
+# same one to continue it.
+#
+# Restarts: a worker that crashes (or a node whose agent dies and comes back within the
+# rendezvous timeout) makes torchrun restart every worker from the last checkpoint, up to
+# MAX_RESTARTS times (default 3). A stop on purpose is not restarted: SIGUSR1 or SIGTERM to this
+# script, to torchrun or to any worker makes every rank save a checkpoint and stop; the script
+# exits 75 and prints the command that continues. If one node is lost for good, the others
+# fail their next collective and their agents restart them, until MAX_RESTARTS is spent.
+#
+# Environment: NPROC (processes per node, default one per visible GPU, 2 without GPUs),
+# MASTER_PORT (29500), MAX_RESTARTS (3), MODULE (clr_dist.train or clr_dist.range_test),
+# STOP_WINDOW (seconds torchrun waits for the stop checkpoint, 120), NCCL_DEBUG (unset; INFO
+# to debug NCCL), CLR_DIST_RUNS_DIR (runs), VENV (.venv).
 set -euo pipefail
 : "${NNODES:?set NNODES to the number of nodes}" "${MASTER_ADDR:?set MASTER_ADDR to the first node}" \
   "${RUN_ID:?set RUN_ID to a name for this run}"
+source "$(dirname "$0")/common.sh"
 nproc=$("${VENV:-.venv}/bin/clr-dist" nproc ${NPROC:+--requested "$NPROC"} "$@")
-exec "${VENV:-.venv}/bin/torchrun" --nnodes="$NNODES" --nproc_per_node="$nproc" \
+# The workers name their run directory after torchrun's rendezvous id, RUN_ID.
+run_dir=$(TORCHELASTIC_RUN_ID="$RUN_ID" "${VENV:-.venv}/bin/clr-dist" run-dir "$@")
+run_torchrun --nnodes="$NNODES" --nproc_per_node="$nproc" \
     --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:${MASTER_PORT:-29500}" --rdzv_id="$RUN_ID" \
     --max-restarts="${MAX_RESTARTS:-3}" -m "${MODULE:-clr_dist.train}" "$@"
+report_stop "$run_dir" "NNODES=$NNODES MASTER_ADDR=$MASTER_ADDR RUN_ID=$RUN_ID $(command_line "$@") (on every node)"
+exit "$status"

@@ -155,6 +155,26 @@ def wandb_summary(offline_run_dir: Path) -> dict:
     return json.loads(_wandb_inspect(offline_run_dir, "--summary"))["summary"]
 
 
+def wandb_records(offline_run_dir: Path, kind: str) -> list[dict]:
+    """The records of one type (``run``: name, group, job type, tags, config; ``environment``:
+    W&B's metadata, args included; ``artifact``) of one W&B offline run folder."""
+    records = [json.loads(line) for line in _wandb_inspect(offline_run_dir).splitlines() if line.startswith("{")]
+    return [r[kind] for r in records if r.get("type") == kind]
+
+
+def wandb_table(offline_run_dir: Path, key: str) -> tuple[list[str], list[list]]:
+    """The columns of the table logged under ``key`` and the rows of every log of it, in order.
+    Each log of an INCREMENTAL table (log_mode) holds only the rows added since the last one, so
+    these are the table W&B shows; a table logged whole each time would repeat its rows here."""
+    columns: list[str] = []
+    rows: list[list] = []
+    for item in wandb_history(offline_run_dir):
+        if f"{key}.path" in item:
+            logged = json.loads((offline_run_dir / "files" / item[f"{key}.path"]).read_text())
+            columns, rows = logged["columns"], rows + logged["data"]
+    return columns, rows
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A one-node SLURM cluster (tests/slurm_cluster.py); the environment for its commands."""

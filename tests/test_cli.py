@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from clr_dist import cli
 from clr_dist.schedules import POLICY_NAMES
-from tests.conftest import copy_tree, run_cli
+from tests.conftest import BIN, copy_tree, run_cli
 
 pytestmark = pytest.mark.slow  # every test starts `clr-dist` in a process of its own
 
@@ -54,7 +58,12 @@ BAD_INPUTS = {
     "unknown policy": (
         lambda t, d: d,
         ["schedule.policy=triangel"],
-        f"unknown schedule.policy='triangel'; valid policies: {', '.join(POLICY_NAMES)}",
+        f"schedule.policy: Invalid value 'triangel', expected one of [{', '.join(POLICY_NAMES)}]",
+    ),
+    "precision out of its choices": (
+        lambda t, d: d,
+        ["trainer.precision=fp8"],
+        "trainer.precision: Invalid value 'fp8', expected one of [auto, fp32, bf16, fp16]",
     ),
 }
 
@@ -77,10 +86,39 @@ def test_bad_input_stops_before_training(case: str, tmp_path: Path, small_demo: 
 
 def test_unknown_schedule_group_lists_the_policies(tmp_path: Path) -> None:
     result = run_cli(["clr-dist", "train", "schedule=triangel"], cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'schedule/triangel'" in result.stderr
-    for name in ("triangular", "triangular2", "exp_range", "fixed"):
-        assert f"\t{name}\n" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr == (
+        "clr-dist train: error: In 'train': Could not find 'schedule/triangel'; available options: "
+        f"{', '.join(POLICY_NAMES)}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["train", "trainer.precision=fp8"],
+            "clr-dist train: error: trainer.precision: Invalid value 'fp8', expected one of [auto, fp32, bf16, fp16]",
+        ),
+        (
+            ["train", "--cfg", "job", "logger.mode=onlin"],
+            "clr-dist train: error: logger.mode: Invalid value 'onlin', expected one of [online, offline, disabled]",
+        ),
+        (
+            ["range-test", "range_test.rule=half"],
+            "clr-dist range-test: error: range_test.rule: Invalid value 'half', expected one of [range, third, quarter]",
+        ),
+        (
+            ["schedule", "--csv", "s.csv", "schedule.shape=square"],
+            "clr-dist schedule: error: schedule.shape: Invalid value 'square', expected one of [triangular, welch, hann]",
+        ),
+    ],
+)
+def test_a_value_outside_its_choices_is_one_line_at_once(args: list[str], line: str, tmp_path: Path) -> None:
+    """Refused while the config composes, before torch is even imported: one line naming the
+    key, the value and the valid values, exit status 2."""
+    result = run_cli(["clr-dist", *args], cwd=tmp_path, timeout=60)
+    assert (result.returncode, result.stderr, result.stdout) == (2, line + "\n", "")
 
 
 def test_nproc_is_what_the_launchers_start_on_this_gpu_less_machine(tmp_path: Path) -> None:
@@ -169,3 +207,89 @@ def test_fashion_mnist_without_the_package_says_how_to_install(tmp_path: Path) -
         line.startswith("clr-dist data: error: Fashion-MNIST file") and "apt-get install dataset-fashion-mnist" in line
     )
     assert "\n" not in line
+
+
+def test_composing_first_leaves_interpolations_to_the_run(tmp_path: Path) -> None:
+    """The check before Hydra composes only: ${hydra:...} resolves in the run, not before it."""
+    result = run_cli(["clr-dist", "train", "--cfg", "job", "logger.run_name=${hydra:job.name}"], cwd=tmp_path)
+    assert result.returncode == 0 and "run_name: ${hydra:job.name}" in result.stdout, result.stderr
+
+
+def _complete(line: str, tmp_path: Path, command: str = "train") -> list[str]:
+    """What Tab offers at the end of ``line`` in bash, with the script `clr-dist COMMAND -sc
+    install=bash` prints installed: the completion function run as bash runs it on Tab."""
+    script = f"""
+        eval "$(clr-dist {command} -sc install=bash)"
+        complete -p clr-dist
+        COMP_LINE={shlex.quote(line)}
+        COMP_POINT=${{#COMP_LINE}}
+        words=($COMP_LINE)
+        COMP_CWORD=$(( ${{#words[@]}} - 1 ))
+        [[ "$COMP_LINE" == *" " ]] && COMP_CWORD=${{#words[@]}}
+        hydra_bash_completion
+        printf '%s\\n' "${{COMPREPLY[@]}}"
+    """
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    registration, *offered = result.stdout.splitlines()
+    assert registration.endswith("-F hydra_bash_completion clr-dist")  # for the program, not "clr-dist train"
+    return offered
+
+
+def test_shell_completion_completes_the_overrides_of_train_and_range_test(tmp_path: Path) -> None:
+    models = ["model=alexnet", "model=cifar10_full", "model=googlenet", "model=resnet50"]
+    assert _complete("clr-dist train model=", tmp_path) == models
+    assert _complete("clr-dist range-test experiment=range_test_", tmp_path, command="range-test") == [
+        "experiment=range_test_googlenet",
+        "experiment=range_test_superconvergence",
+    ]
+    assert _complete("clr-dist range-test range_test.ru", tmp_path) == ["range_test.rule="]
+    assert _complete("clr-dist train -m trainer.max_st", tmp_path) == ["trainer.max_steps="]
+    assert _complete("clr-dist ra", tmp_path) == ["range-test"]  # the subcommand itself
+
+
+def test_overrides_after_the_flags_count_as_before_them(tmp_path: Path) -> None:
+    """`schedule=exp_range --csv F schedule.gamma=0.999`: the gamma, after the flag, applies."""
+    result = run_cli(
+        [
+            "clr-dist",
+            "schedule",
+            "schedule=exp_range",
+            "--csv",
+            "lr.csv",
+            "schedule.gamma=0.999",
+            "--steps-per-epoch",
+            "10",
+            "schedule.stepsize=5",
+            "schedule.stepsize_epochs=null",
+            "trainer.max_steps=30",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "lr.csv").open() as f:
+        lr = [float(row["lr"]) for row in csv.DictReader(f)]
+    # exp_range: both bounds shrink by gamma^step, so a cycle start after 20 steps is 0.999^20 of the first.
+    assert len(lr) == 30 and lr[20] == pytest.approx(lr[0] * 0.999**20)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedule", "a=1", "--csv", "f", "b=2", "--png", "g", "c=3"],
+        ["nproc", "a=1", "--requested", "2", "b=2", "c=3"],
+        ["interpolate", "A", "B", "a=1", "--alphas", "-1:1:3", "b=2", "--out", "o", "c=3"],
+        ["ensemble", "R", "a=1", "--last", "2", "b=2", "--bn-images", "0", "c=3"],
+        ["run-dir", "a=1", "b=2", "c=3"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_with_overrides_takes_them_anywhere(argv: list[str]) -> None:
+    assert cli.parse_args(argv).overrides == ["a=1", "b=2", "c=3"]
+
+
+def test_an_unknown_flag_among_overrides_is_named_alone(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args(["schedule", "a=1", "--csv", "f", "b=2", "--pgn", "g"])
+    assert capsys.readouterr().err.strip().endswith("error: unrecognized arguments: --pgn")

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clr_dist"
 # share the subpackage's layer).
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("files", "bounds"),  # small utilities: atomic files; reading a range-test curve
+    ("files", "bounds", "redaction"),  # small utilities: atomic files; a range-test curve; secrets out of records
     ("dist",),
     ("config", "schedules"),
     ("data", "models", "optim", "plan", "weights"),

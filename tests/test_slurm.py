@@ -84,12 +84,15 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
     tmp_path: Path, small_demo: Path, slurm_cluster: dict
 ) -> None:
     """What --signal=TERM@120 does before the time limit, sent now with scancel: the torchrun
-    agents pass SIGTERM to the workers, which stop together and save a checkpoint; the script
-    sees the run stopped and requeues the job, which continues to the end."""
+    agents pass SIGTERM to the workers, which stop together and save a checkpoint, here one that
+    takes 35 s, longer than torchrun's own 30 s shutdown timeout; the script finds the run in
+    the directory hydra.run.dir names, sees it stopped and requeues the job, which continues to
+    the end."""
     env = {**os.environ, **slurm_cluster}
+    run = tmp_path / "elsewhere" / "my-run"
     job = sbatch(
         tmp_path,
-        slurm_cluster,
+        {**slurm_cluster, "MODULE": "tests.slow_stop_train", "PYTHONPATH": str(REPO)},
         str(REPO / "slurm" / "train.sbatch"),
         *overrides(
             small_demo,
@@ -97,13 +100,15 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
             "trainer.max_steps=60",
             "trainer.checkpoint_every=100",
             "logger.mode=disabled",
+            f"hydra.run.dir={run}",
         ),
     ).stdout.strip()
-    run = tmp_path / "runs" / f"slurm-{job}"
     lr_log = run / "lr_rank0.csv"
     wait_for(lambda: lr_log.exists() and len(lr_log.read_text().splitlines()) > 8, 300, "no training")
+    signalled = time.monotonic()
     subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)  # to the job's steps only
-    wait_for(lambda: squeue_state(job, slurm_cluster) == "PENDING", 120, "the job was not requeued")
+    wait_for(lambda: squeue_state(job, slurm_cluster) == "PENDING", 150, "the job was not requeued")
+    assert time.monotonic() - signalled > 35  # the slow checkpoint was waited for
     stopped_at = int((run / "stopped").read_text())
     (saved,) = (run / "checkpoints").glob(f"step-{stopped_at:08d}*")  # not a periodic one: every 100 steps
     assert (saved / "shared.pt").exists()

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import closed_form_triangular, copy_tree, offline_run, run_cli, wandb_history, wandb_summary
+from tests.conftest import (
+    closed_form_triangular,
+    copy_tree,
+    offline_run,
+    run_cli,
+    wandb_history,
+    wandb_summary,
+    wandb_table,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -88,13 +96,13 @@ def test_wandb_offline_run_holds_one_row_per_cycle_peak(two_rank_run: Path) -> N
         for key, column in (("val/top1", "top1"), ("val/top5", "top5"), ("val/loss", "val_loss"), ("val/lr", "lr")):
             assert row[key] == pytest.approx(float(peak[column]), rel=1e-12)
 
-    # The run summary holds the best peak, and the last W&B table holds every peak.
+    # The run summary holds the best peak, and the one cycle-peak table every peak, once.
     summary = wandb_summary(wandb_run)
     best = max(peaks, key=lambda p: float(p["top1"]))
     assert (summary["best/cycle"], summary["best/top1"]) == (int(best["cycle"]), float(best["top1"]))
-    table = json.loads((wandb_run / "files" / summary["cycle_peaks"]["path"]).read_text())
-    assert table["columns"] == list(peaks[0].keys())
-    assert [[str(v) for v in row] for row in table["data"]] == [list(p.values()) for p in peaks]
+    columns, rows = wandb_table(wandb_run, "cycle_peaks")
+    assert columns == list(peaks[0].keys())
+    assert [[str(v) for v in row] for row in rows] == [list(p.values()) for p in peaks]
 
 
 def test_batch_not_divisible_by_world_size(tmp_path: Path, small_demo: Path) -> None:

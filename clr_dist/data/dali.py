@@ -43,14 +43,39 @@ def file_list(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]
     return files, labels
 
 
-def read_file_list(list_path: Path, split_dir: Path) -> tuple[list[str], list[int]]:
-    """A ``clr-dist data check`` list: ``class/file label`` per line, relative to ``split_dir``."""
+def read_file_list(list_path: Path, split_dir: Path, num_classes: int) -> tuple[list[str], list[int]]:
+    """A ``clr-dist data check`` list: ``class/file label`` per line, relative to ``split_dir``.
+
+    A list may have been written or edited by hand, and DALI trusts it: a path that leaves
+    ``split_dir`` would train on files outside the dataset, and a label past the classes would
+    surface as a CUDA assert in the loss, or not at all. Such a line is a DataError naming the
+    file and the line, raised before any pipeline is built.
+    """
+    remake = f"fix the line or remake the lists with `clr-dist data check {split_dir.parent} --out DIR`"
     files, labels = [], []
-    for line in list_path.read_text().splitlines():
-        if line.strip():
-            relative, label = line.rsplit(" ", 1)
+    for number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        relative, _, label_text = line.rpartition(" ")
+        try:
+            label = int(label_text)
+        except ValueError:
+            label = None
+        # String tests, not Path objects: ImageNet's lists are 1.3M lines.
+        if not relative or label is None:
+            problem = f"is {line!r}, not `class/file label`"
+        elif relative.startswith("/") or ".." in relative.split("/"):
+            problem = f"names {relative!r}, outside {str(split_dir)!r}: paths must be relative to it, without '..'"
+        elif not 0 <= label < num_classes:
+            problem = (
+                f"gives {relative!r} label {label}, outside [0, {num_classes}) for the {num_classes} classes of "
+                f"{str(split_dir)!r}"
+            )
+        else:
             files.append(str(split_dir / relative))
-            labels.append(int(label))
+            labels.append(label)
+            continue
+        raise DataError(f"line {number} of {str(list_path)!r} (data.file_lists) {problem}; {remake}")
     return files, labels
 
 
@@ -199,8 +224,9 @@ class DaliLoaders:
         self.classes = classes
         self.per_rank_batch = cfg.batch_size // info.world_size
         if cfg.file_lists:  # only the files the checker could decode
-            train_files, train_labels = read_file_list(Path(cfg.file_lists) / "train.txt", root / "train")
-            val_files, val_labels = read_file_list(Path(cfg.file_lists) / "val.txt", root / "val")
+            lists = Path(cfg.file_lists)
+            train_files, train_labels = read_file_list(lists / "train.txt", root / "train", len(classes))
+            val_files, val_labels = read_file_list(lists / "val.txt", root / "val", len(classes))
         else:
             train_files, train_labels = file_list(root / "train", classes)
             val_files, val_labels = file_list(root / "val", classes)

@@ -46,3 +46,11 @@ def dataloader_workers(workers: int | str) -> int:
     with a single CPU gets 0, loading in the training process, where a worker process would only
     add the copy of every batch between processes."""
     return cpus_per_rank() - 1 if workers == AUTO else int(workers)
+
+
+def loader_workers(name: str, loader: str, workers: int | str) -> int:
+    """What one rank decodes with, as the run's plan reports it: DALI threads, DataLoader worker
+    processes, or 0 for synthetic data (nothing to decode)."""
+    if name == "synthetic":
+        return 0
+    return dali_threads(workers) if loader == "dali" else dataloader_workers(workers)

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -24,13 +25,40 @@ from clr_dist.schedules.multistage import MultiStage, Stage
 from clr_dist.schedules.one_cycle import OneCycle
 
 
+# The keys with a fixed set of values, typed so that Hydra refuses any other while composing; a
+# member is its own string, named as its value because OmegaConf looks values up by member name.
+class PolicyName(StrEnum):
+    """``schedule.policy``: a key of POLICIES, or multistage."""
+
+    cosine_restarts = "cosine_restarts"
+    decay = "decay"
+    exp = "exp"
+    exp_range = "exp_range"
+    exp_range_amplitude = "exp_range_amplitude"
+    fixed = "fixed"
+    multistage = "multistage"
+    multistep = "multistep"
+    one_cycle = "one_cycle"
+    step = "step"
+    triangular = "triangular"
+    triangular2 = "triangular2"
+
+
+class CycleShape(StrEnum):
+    """``schedule.shape``: the windows of ``clr_dist.schedules.cyclical.SHAPES``."""
+
+    triangular = "triangular"
+    welch = "welch"
+    hann = "hann"
+
+
 @dataclass
 class StageConfig:
     """One row of a multistage schedule (the paper's Table 2). Keys left null take the value of
     the same key of the enclosing ``schedule`` config."""
 
     # Any policy but multistage; required.
-    policy: Optional[str] = None
+    policy: Optional[PolicyName] = None
     # First update of the stage; null: where the previous stage ends (0 for the first stage).
     start: Optional[int] = None
     # The update where the stage ends (exclusive, Caffe's max_iter); null only for the last stage,
@@ -47,7 +75,7 @@ class StageConfig:
 class ScheduleConfig:
     """The ``schedule`` node of the train config. See POLICY_NAMES for ``policy``."""
 
-    policy: str = "triangular"
+    policy: PolicyName = PolicyName.triangular
     # Lower LR bound (the LR itself for fixed/step/multistep/exp).
     base_lr: float = 0.01
     # Upper LR bound of cyclical, decay, one_cycle and cosine_restarts policies.
@@ -63,7 +91,7 @@ class ScheduleConfig:
     # multistep.
     gamma: float = 1.0
     # Window of each cycle: triangular (the paper's), welch (parabolic) or hann (sinusoidal).
-    shape: str = "triangular"
+    shape: CycleShape = CycleShape.triangular
     # Fraction of each 2*stepsize cycle spent rising, in (0, 1); 0.5 is the paper's symmetric
     # cycle (CyclicLR: step_size_up / (step_size_up + step_size_down)).
     step_ratio: float = 0.5
@@ -317,9 +345,9 @@ def _build_multistage(cfg: ScheduleConfig, steps_per_epoch: int | None) -> Multi
         key = f"schedule.stages[{index}]"
         last = index == len(cfg.stages) - 1
         if stage_cfg.policy not in POLICIES:
+            given = None if stage_cfg.policy is None else str(stage_cfg.policy)  # a member's repr names its class
             raise ConfigError(
-                f"{key}.policy={stage_cfg.policy!r} is not a policy a stage can run; "
-                f"give one of: {', '.join(sorted(POLICIES))}"
+                f"{key}.policy={given!r} is not a policy a stage can run; give one of: {', '.join(sorted(POLICIES))}"
             )
         start = previous_end if stage_cfg.start is None else stage_cfg.start
         if start < previous_end:
