@@ -34,7 +34,7 @@ def validate(cfg: TrainConfig, world_size: int, device: torch.device = torch.dev
     check_choice("job", job, JOBS)
     _check_data(cfg, world_size)
     _check_trainer(cfg)
-    _check_positive(("logger.log_every", cfg.logger.log_every))
+    _check_logger(cfg)
     check_model_name(cfg.model.name)
     check_model_fits(cfg.model.name, dict(cfg.model.kwargs), cfg.data.image_size)
     check_optimizer(cfg.optimizer, device.type)
@@ -55,6 +55,18 @@ def _check_positive(*pairs: tuple[str, int]) -> None:
     for key, value in pairs:
         if value <= 0:
             raise ConfigError(f"{key}={value} must be a positive integer")
+
+
+def _check_logger(cfg: TrainConfig) -> None:
+    _check_positive(("logger.log_every", cfg.logger.log_every))
+    for tag in cfg.logger.tags:
+        if not 1 <= len(tag) <= 64:  # what W&B accepts, checked by wandb.init on rank 0 only
+            raise ConfigError(f"logger.tags: tag {tag!r} has {len(tag)} characters; W&B takes 1 to 64")
+    if cfg.logger.log_cycle_end_artifacts and not cfg.trainer.snapshot_cycle_ends:
+        raise ConfigError(
+            "logger.log_cycle_end_artifacts=true logs the cycle-end snapshots, but trainer.snapshot_cycle_ends=false "
+            "saves none; set trainer.snapshot_cycle_ends=true, or drop the artifacts"
+        )
 
 
 def _check_data(cfg: TrainConfig, world_size: int) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from clr_dist.errors import UsageError
 from clr_dist.files import atomic_open, atomic_write_text
+from clr_dist.redaction import argv_redacted
 
 METRICS = "metrics.jsonl"
 CONFIG = Path(".hydra") / "config.yaml"
@@ -651,16 +652,17 @@ def log_to_wandb(comparison: Comparison, out: Path, png: Path) -> str:
     import wandb
 
     rows = comparison.rows()
-    run = wandb.init(
-        project=os.environ.get("WANDB_PROJECT", "clr_dist"),
-        job_type="compare",
-        mode=os.environ.get("WANDB_MODE", "offline"),
-        dir=str(out),
-        config={
-            "baseline": comparison.baseline.label,
-            "runs": [str(run.path) for group in comparison.groups for run in group.runs],
-        },
-    )
+    with argv_redacted():  # W&B records the command line
+        run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "clr_dist"),
+            job_type="compare",
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            dir=str(out),
+            config={
+                "baseline": comparison.baseline.label,
+                "runs": [str(run.path) for group in comparison.groups for run in group.runs],
+            },
+        )
     try:
         table = wandb.Table(columns=CSV_COLUMNS, data=[[row[c] for c in CSV_COLUMNS] for row in rows])
         run.log({"compare/table": table, "compare/figure": wandb.Image(str(png))})

@@ -38,6 +38,7 @@ import yaml
 from clr_dist import checkpoint, config, dist
 from clr_dist.errors import ConfigError, UsageError
 from clr_dist.files import atomic_write_text
+from clr_dist.redaction import argv_redacted, redact_data
 from clr_dist.trainer import Trainer, summarise
 from clr_dist.weights import Ensemble, average, check_same_shapes, has_batch_norm, interpolate, recompute_batch_norm
 
@@ -300,7 +301,10 @@ def log_to_wandb(trainer: Trainer, job: str, out: Path, meta: dict, rows: list[d
     import wandb
 
     cfg = trainer.cfg.logger
-    run = wandb.init(project=cfg.project, entity=cfg.entity, job_type=job, mode=cfg.mode, dir=str(out), config=meta)
+    with argv_redacted():  # W&B records the command line
+        run = wandb.init(
+            project=cfg.project, entity=cfg.entity, job_type=job, mode=cfg.mode, dir=str(out), config=redact_data(meta)
+        )
     try:
         columns = list(rows[0])
         logged = {f"{job}/table": wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in rows])}

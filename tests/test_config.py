@@ -209,6 +209,13 @@ def test_the_enums_list_what_the_code_dispatches_on() -> None:
         (["data.preallocate_width_hint=-5"], 1, "data.preallocate_width_hint=-5 must be >= 0 (0: no preallocation)"),
         (["data.preallocate_height_hint=-5"], 1, "data.preallocate_height_hint=-5 must be >= 0"),
         (["data.prefetch_queue_depth=0"], 1, "data.prefetch_queue_depth=0 must be a positive integer"),
+        (["logger.tags=[ok,'']"], 1, "logger.tags: tag '' has 0 characters; W&B takes 1 to 64"),
+        (["logger.tags=[" + "t" * 65 + "]"], 1, "has 65 characters; W&B takes 1 to 64"),
+        (
+            ["logger.log_cycle_end_artifacts=true", "trainer.snapshot_cycle_ends=false"],
+            1,
+            "logger.log_cycle_end_artifacts=true logs the cycle-end snapshots, but trainer.snapshot_cycle_ends=false",
+        ),
         (
             ["optimizer=rmsprop", "optimizer.implementation=fused"],
             1,
@@ -310,3 +317,27 @@ def test_compile_on_the_cpu_without_a_cxx_compiler_is_one_line(monkeypatch: pyte
         "trainer.compile=default on the CPU needs a C++ compiler and none is on PATH; "
         "install one (apt-get install g++) or set trainer.compile=off"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "expected"),
+    [
+        ({"CLR_DIST_RUN_ID": "mine", "SLURM_JOB_ID": "7"}, [], "RUNS/mine"),
+        ({"SLURM_JOB_ID": "7"}, [], "RUNS/slurm-7"),
+        # A job array: the task's own SLURM_JOB_ID differs from the array's; the run is named after both.
+        ({"SLURM_JOB_ID": "12", "SLURM_ARRAY_JOB_ID": "10", "SLURM_ARRAY_TASK_ID": "2"}, [], "RUNS/slurm-10_2"),
+        ({"TORCHELASTIC_RUN_ID": "abc"}, [], "RUNS/torchrun-abc"),
+        ({"SLURM_JOB_ID": "7"}, ["hydra.run.dir=/elsewhere/run", "model=googlenet"], "/elsewhere/run"),
+    ],
+)
+def test_run_dir_is_where_the_workers_write(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict, overrides: list[str], expected: str
+) -> None:
+    """What the launch and sbatch scripts look in for `stopped`: the run id resolved from the
+    same environment as the workers' ``hydra.run.dir``."""
+    for name in ("CLR_DIST_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLR_DIST_RUNS_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert str(config.run_dir(overrides)) == expected.replace("RUNS", str(tmp_path))
