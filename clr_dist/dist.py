@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -88,6 +89,14 @@ def init(info: DistInfo) -> None:
     if info.device.type == "cuda":
         torch.cuda.set_device(info.device)
     if info.world_size > 1 and not dist.is_initialized():
+        if info.is_main and _restarts_across_nodes_share_the_agent_store():
+            print(
+                "clr_dist: warning: torchrun restarts workers on several nodes through its agents' store: "
+                "after a restart they can hang in the rendezvous; export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                "before torchrun (launch/*.sh and slurm/*.sbatch do)",
+                file=sys.stderr,
+                flush=True,
+            )
         backend = "nccl" if info.device.type == "cuda" else "gloo"
         dist.init_process_group(
             backend=backend,
@@ -95,6 +104,17 @@ def init(info: DistInfo) -> None:
             device_id=info.device if info.device.type == "cuda" else None,
             **_restart_store(info.rank, info.world_size),
         )
+
+
+def _restarts_across_nodes_share_the_agent_store() -> bool:
+    """torchrun on several nodes, with restarts allowed, handing its workers the agents' store.
+    The nodes' restart counts then differ (torchrun counts a failure, not the membership change
+    the other nodes restart for), and so do the store prefixes of ``_restart_store``."""
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and int(os.environ.get("GROUP_WORLD_SIZE", "1")) > 1
+        and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    )
 
 
 def _restart_store(rank: int, world_size: int) -> dict:

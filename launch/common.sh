@@ -13,6 +13,11 @@
 #   RUN_DIR/stopped): say at which step and how to continue, and exit 75 (EX_TEMPFAIL).
 
 export PYTHONFAULTHANDLER="${PYTHONFAULTHANDLER:-1}"
+# Each rendezvous round gets a fresh store for its workers. torchrun's default hands them the
+# agents' own store, which outlives the workers: after a restart on several nodes (whose restart
+# counts differ: a node restarts its workers for a failure, the others for a membership change)
+# the new workers hang in init_process_group, and a node that comes back cannot rejoin.
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE="${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}"
 started_at=$(date +%s)
 
 run_torchrun() {

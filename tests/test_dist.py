@@ -90,3 +90,18 @@ def test_a_local_rank_beyond_the_gpus_is_one_line_not_a_cuda_error(monkeypatch) 
     assert dist.resolve_device("auto", 0) == torch.device("cuda", 0)
     with pytest.raises(ConfigError, match=r"local rank 1 has no GPU of its own: 1 visible"):
         dist.resolve_device("auto", 1)
+
+
+@pytest.mark.parametrize(
+    ("agent_store", "nodes", "max_restarts", "warned"),
+    [("True", "2", "3", True), ("False", "2", "3", False), ("True", "1", "3", False), ("True", "2", "0", False)],
+)
+def test_restarts_across_nodes_through_the_agent_store_are_flagged(
+    monkeypatch: pytest.MonkeyPatch, agent_store: str, nodes: str, max_restarts: str, warned: bool
+) -> None:
+    """The case tests/test_multinode.py saw hang: several nodes, restarts allowed, the workers
+    on torchrun's agent store (TORCH_DISABLE_SHARE_RDZV_TCP_STORE unset)."""
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", agent_store)
+    monkeypatch.setenv("GROUP_WORLD_SIZE", nodes)
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", max_restarts)
+    assert dist._restarts_across_nodes_share_the_agent_store() is warned
