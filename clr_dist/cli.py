@@ -7,10 +7,13 @@
     clr-dist data fashion-mnist OUT                       convert Debian's Fashion-MNIST to the same layout
     clr-dist data cifar10 OUT --source ARCHIVE            convert CIFAR-10's binary archive to the same layout
     clr-dist data check ROOT [--out DIR]                  decode every image, report problems, clean lists
+    clr-dist data imagenet ROOT                           the official ImageNet archives to the same layout
     clr-dist compare RUN_DIR... [--baseline RUN_DIR]      runs side by side: Table 1 and Figure 1 of the paper
     clr-dist interpolate A B [--alphas ...]               loss and accuracy between two cycle-end solutions
     clr-dist ensemble RUN_DIR [--last K]                  cycle ends alone, as a softmax ensemble, averaged
     clr-dist nproc [--requested N] [overrides]            processes to start per node (what the launchers use)
+    clr-dist run-dir [overrides]                          the run directory train would use, here and now
+    clr-dist sbatch [--nodes N] [--gpus-per-node G]       submit slurm/train.sbatch with CPUs for the GPUs
 
 Each command imports its modules when it runs, so that ``clr-dist data check`` or ``--help`` does
 not wait for torch, timm and DALI to load.
@@ -212,6 +215,25 @@ def _nproc(args: argparse.Namespace) -> None:
     print(dist.processes_per_node(args.requested, torch.cuda.device_count(), (devices or ["auto"])[-1]))
 
 
+def _sbatch(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from clr_dist import cluster
+
+    command = cluster.sbatch_command(
+        args.nodes,
+        args.gpus_per_node,
+        args.cpus_per_gpu,
+        args.cpus_per_task,
+        cluster.find_script(args.script),
+        args.sbatch_options,
+        args.overrides,
+    )
+    print(" ".join(command), flush=True)
+    if not args.print_only:
+        sys.exit(subprocess.run(command).returncode)
+
+
 def _run_dir(args: argparse.Namespace) -> None:
     from clr_dist import config
 
@@ -298,6 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     nproc.add_argument("--requested", type=int, metavar="N", help="this many (the launchers' NPROC)")
     nproc.add_argument("overrides", nargs="*", help="the run's Hydra overrides (only trainer.device is read)")
     nproc.set_defaults(run=_nproc)
+    sbatch = commands.add_parser(
+        "sbatch",
+        help="submit slurm/train.sbatch asking for CPUs in proportion to the GPUs (8 per GPU; 2 without GPUs)",
+        description="Submit slurm/train.sbatch: --nodes nodes, one task on each holding its --gpus-per-node GPUs "
+        "and --cpus-per-gpu CPUs per GPU (or --cpus-per-task, or 2 on nodes without GPUs) for torchrun, its "
+        "workers and their DALI threads. Other sbatch options go through as --option=value (--partition=gpu "
+        "--time=24:00:00); the overrides go to the run. Prints the sbatch command it runs.",
+    )
+    sbatch.add_argument("--nodes", type=int, default=1, metavar="N", help="nodes (default 1)")
+    sbatch.add_argument("--gpus-per-node", type=int, default=0, metavar="G", help="GPUs per node (default 0)")
+    sbatch.add_argument("--cpus-per-gpu", type=int, metavar="C", help="CPUs per GPU (default 8)")
+    sbatch.add_argument(
+        "--cpus-per-task", type=int, metavar="T", help="CPUs per node instead (default: G x C, or 2 without GPUs)"
+    )
+    sbatch.add_argument("--script", metavar="FILE", help="the sbatch script (default slurm/train.sbatch)")
+    sbatch.add_argument("--print-only", action="store_true", help="print the sbatch command, do not run it")
+    sbatch.add_argument("overrides", nargs="*", help="Hydra overrides for the run")
+    sbatch.set_defaults(run=_sbatch, sbatch_options=[])
     run_dir = commands.add_parser(
         "run-dir",
         help="print the run directory `clr-dist train` would use with these overrides, here and now",
@@ -439,6 +479,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             break
     args, extra = parser.parse_known_args(argv)
     flags = [e for e in extra if e.startswith("-")]
+    if args.command == "sbatch":  # the flags it does not know are sbatch's own
+        from clr_dist.cluster import OWN_FLAGS
+
+        if own := [f for f in flags if f.split("=", 1)[0] in OWN_FLAGS]:
+            parser.error(
+                f"{own[0]}: give it as clr-dist sbatch's own flag (--nodes, --gpus-per-node, --cpus-per-gpu, --cpus-per-task)"
+            )
+        args.sbatch_options, flags = flags, []
+        extra = [e for e in extra if not e.startswith("-")]
+        if bare := [e for e in extra + args.overrides if "=" not in e and not e.startswith("~")]:
+            parser.error(
+                f"{bare[0]!r} is neither an override nor an sbatch option: give sbatch options as --option=value"
+            )
     if flags or (extra and not isinstance(getattr(args, "overrides", None), list)):
         parser.error(f"unrecognized arguments: {' '.join(flags or extra)}")
     if extra:

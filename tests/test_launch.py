@@ -85,7 +85,7 @@ def start_script(script: str, work: Path, env: dict, *overrides: str) -> subproc
 
 
 def long_run(data: Path) -> list[str]:
-    """200 steps of 16 images, long enough to be stopped part way; no periodic checkpoint."""
+    """120 steps of 16 images, long enough to be stopped part way; no periodic checkpoint."""
     return [
         f"data.root={data}",
         "data.batch_size=16",
@@ -93,7 +93,7 @@ def long_run(data: Path) -> list[str]:
         "model.name=test_resnet",
         "schedule.stepsize=5",
         "schedule.stepsize_epochs=null",
-        "trainer.max_steps=200",
+        "trainer.max_steps=120",
         "trainer.checkpoint_every=null",
         "trainer.snapshot_cycle_ends=false",
         "trainer.record_lr=true",
@@ -146,7 +146,7 @@ def test_a_stop_sent_to_the_script_checkpoints_and_the_printed_command_continues
     _, err = process.communicate(timeout=120)
     assert process.returncode == 75, err[-3000:]
     stopped_at = int((run_dir / "stopped").read_text())
-    assert 8 <= stopped_at < 200 and steps_logged(run_dir) == list(range(stopped_at))
+    assert 8 <= stopped_at < 120 and steps_logged(run_dir) == list(range(stopped_at))
     hint = f"clr_dist: stopped at step {stopped_at} with a checkpoint in {run_dir}; continue with: "
     assert hint in err
     again = err.split(hint)[1].splitlines()[0]
@@ -157,7 +157,7 @@ def test_a_stop_sent_to_the_script_checkpoints_and_the_printed_command_continues
     resumed = subprocess.run(["bash", "-c", again], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {stopped_at}" in resumed.stderr and "resuming from" in resumed.stderr
-    assert steps_logged(run_dir) == list(range(200)) and not (run_dir / "stopped").exists()
+    assert steps_logged(run_dir) == list(range(120)) and not (run_dir / "stopped").exists()
 
 
 def test_a_stop_is_not_restarted_by_torchrun_but_ends_the_job(tmp_path: Path, small_demo: Path) -> None:
@@ -174,6 +174,6 @@ def test_a_stop_is_not_restarted_by_torchrun_but_ends_the_job(tmp_path: Path, sm
     _, err = process.communicate(timeout=120)
     assert process.returncode == 75, err[-3000:]
     stopped_at = int((run_dir / "stopped").read_text())
-    assert stopped_at < 200 and steps_logged(run_dir) == list(range(stopped_at))
+    assert stopped_at < 120 and steps_logged(run_dir) == list(range(stopped_at))
     assert "resuming from" not in err  # torchrun did not start the workers again
     assert "continue with: NNODES=1 MASTER_ADDR=127.0.0.1 RUN_ID=kept bash " in err

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "models", "optim", "plan", "weights"),
     ("checks", "checkpoint", "reporting"),
     ("trainer",),
-    ("train", "range_test", "compare", "cycle_ends", "cli"),  # the commands
+    ("train", "range_test", "compare", "cycle_ends", "cluster", "cli"),  # the commands
 ]
 LAYER_OF = {name: index for index, names in enumerate(LAYERS) for name in names}
 

@@ -374,9 +374,9 @@ def test_losing_a_node_ends_the_job_and_keeps_the_last_checkpoint(tmp_path: Path
 
 def test_losing_a_node_for_good_ends_the_job_within_two_minutes(tmp_path: Path, colour_data) -> None:
     """The default MAX_RESTARTS (3): the lost node never comes back. The other node's agent
-    restarts its worker and waits RDZV_JOIN_TIMEOUT seconds (600 by default, 20 here) for the
+    restarts its worker and waits RDZV_JOIN_TIMEOUT seconds (600 by default, 10 here) for the
     lost node to join again, then ends the job with an error."""
-    nodes = training(tmp_path, colour_data[0], {"RDZV_JOIN_TIMEOUT": "20"})
+    nodes = training(tmp_path, colour_data[0], {"RDZV_JOIN_TIMEOUT": "10"})
     run = tmp_path / "runs" / f"torchrun-{RUN_ID}"
     try:
         saved = wait_for_checkpoint(nodes, run, 8)

@@ -148,7 +148,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, small_demo: Path) -> Path:
     return work
 
 
-KILL_STEPS = sorted(random.Random(6).sample(range(3, MAX_STEPS - 5), 3))
+KILL_STEPS = sorted(random.Random(6).sample(range(3, MAX_STEPS - 5), 2))
 
 
 @pytest.mark.parametrize("kill_at", KILL_STEPS)

@@ -29,6 +29,22 @@ def sbatch(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def sbatch_and_wait(work: Path, env: dict, *args: str) -> tuple[str, str]:
+    """Submit, wait for the job to end, and return its id and final "JobState=... ExitCode=..."
+    from scontrol. Polled every 0.2 s: `sbatch --wait` polls at growing intervals, and a job
+    of 15 s took 42 s to be seen ending."""
+    result = sbatch(work, env, *args)
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip().splitlines()[0]
+    full_env = {**os.environ, **env}
+    while True:
+        shown = subprocess.run(["scontrol", "show", "job", job], env=full_env, capture_output=True, text=True).stdout
+        state = shown.split("JobState=")[1].split()[0]
+        if state not in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+            return job, f"JobState={state} ExitCode={shown.split(' ExitCode=')[1].split()[0]}"
+        time.sleep(0.2)
+
+
 def overrides(data: Path, *extra: str) -> list[str]:
     return [
         f"data.root={data}",
@@ -44,16 +60,14 @@ def overrides(data: Path, *extra: str) -> list[str]:
 
 
 def test_sbatch_trains_on_two_processes_and_finishes(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
-    result = sbatch(
+    job, ended = sbatch_and_wait(
         tmp_path,
         slurm_cluster,
-        "--wait",
         str(REPO / "slurm" / "train.sbatch"),
         *overrides(small_demo, "model.name=test_resnet", "trainer.stop_after_cycles=2", "logger.mode=disabled"),
     )
-    job = result.stdout.strip().splitlines()[0]
     log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert result.returncode == 0, log[-3000:]
+    assert ended == "JobState=COMPLETED ExitCode=0:0", log[-3000:]
     assert f"clr_dist: job {job} (restart 0) on 1 node(s) x 2" in log
     run = tmp_path / "runs" / f"slurm-{job}"
     assert [line.split(",")[1] for line in (run / "cycle_peaks.csv").read_text().splitlines()[1:]] == ["10", "20"]
@@ -85,7 +99,7 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
 ) -> None:
     """What --signal=TERM@120 does before the time limit, sent now with scancel: the torchrun
     agents pass SIGTERM to the workers, which stop together and save a checkpoint, here one that
-    takes 35 s, longer than torchrun's own 30 s shutdown timeout; the script finds the run in
+    takes 32 s, longer than torchrun's own 30 s shutdown timeout; the script finds the run in
     the directory hydra.run.dir names, sees it stopped and requeues the job, which continues to
     the end."""
     env = {**os.environ, **slurm_cluster}
@@ -97,7 +111,7 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
         *overrides(
             small_demo,
             "model.name=resnet18",
-            "trainer.max_steps=60",
+            "trainer.max_steps=30",
             "trainer.checkpoint_every=100",
             "logger.mode=disabled",
             f"hydra.run.dir={run}",
@@ -108,7 +122,7 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
     signalled = time.monotonic()
     subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)  # to the job's steps only
     wait_for(lambda: squeue_state(job, slurm_cluster) == "PENDING", 150, "the job was not requeued")
-    assert time.monotonic() - signalled > 35  # the slow checkpoint was waited for
+    assert time.monotonic() - signalled > 32  # the slow checkpoint was waited for
     stopped_at = int((run / "stopped").read_text())
     (saved,) = (run / "checkpoints").glob(f"step-{stopped_at:08d}*")  # not a periodic one: every 100 steps
     assert (saved / "shared.pt").exists()
@@ -117,7 +131,7 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert f"clr_dist: stopped at step {stopped_at} with a checkpoint; requeueing job {job}" in log
     assert f"resuming from {saved} at step {stopped_at}" in log
-    assert [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]] == list(range(60))
+    assert [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]] == list(range(30))
     assert not (run / "stopped").exists()
 
 
@@ -129,7 +143,7 @@ def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(
         tmp_path,
         slurm_cluster,
         str(REPO / "slurm" / "train.sbatch"),
-        *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=60", "logger.mode=offline"),
+        *overrides(small_demo, "model.name=resnet18", "trainer.max_steps=36", "logger.mode=offline"),
     )
     job = result.stdout.strip().splitlines()[0]
     run = tmp_path / "runs" / f"slurm-{job}"
@@ -153,12 +167,12 @@ def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(
     assert f"clr_dist: job {job} (restart 1)" in log
     assert f"clr-dist: resuming from {run / 'checkpoints'}" in log
     steps = [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]]
-    assert steps == list(range(60))  # no step lost or repeated across the requeue
+    assert steps == list(range(36))  # no step lost or repeated across the requeue
     run_id = (run / "wandb_run_id").read_text().strip()
     segments = sorted((run / "wandb").glob("offline-run-*"))
     assert len(segments) == 2 and all(s.name.endswith(f"-{run_id}") for s in segments)  # one W&B run, twice
     steps = [row["_step"] for segment in segments for row in wandb_history(segment) if "train/loss" in row]
-    assert steps == sorted(set(steps)) and steps[-1] == 60  # forward only, nothing logged twice
+    assert steps == sorted(set(steps)) and steps[-1] == 36  # forward only, nothing logged twice
 
 
 def test_a_two_job_multirun_through_the_submitit_launcher(
@@ -195,10 +209,9 @@ def test_a_two_job_multirun_through_the_submitit_launcher(
 
 
 def test_range_test_sbatch_writes_its_suggestion(tmp_path: Path, small_demo: Path, slurm_cluster: dict) -> None:
-    result = sbatch(
+    job, ended = sbatch_and_wait(
         tmp_path,
         slurm_cluster,
-        "--wait",
         str(REPO / "slurm" / "range_test.sbatch"),
         f"data.root={small_demo}",
         "data.batch_size=16",
@@ -209,8 +222,37 @@ def test_range_test_sbatch_writes_its_suggestion(tmp_path: Path, small_demo: Pat
         "logger.mode=disabled",
         "logger.progress_bar=false",
     )
-    job = result.stdout.strip().splitlines()[0]
     log = (tmp_path / f"slurm-{job}.out").read_text()
-    assert result.returncode == 0, log[-3000:]
+    assert ended == "JobState=COMPLETED ExitCode=0:0", log[-3000:]
     written = json.loads((tmp_path / "runs" / f"slurm-{job}" / "range_test.json").read_text())
     assert written["settings"]["world_size"] == 2 and len(written["curve"]["loss"]) in range(2, 31)
+
+
+def test_clr_dist_sbatch_asks_for_the_cpus_the_node_runs_on(
+    tmp_path: Path, small_demo: Path, slurm_cluster: dict
+) -> None:
+    """No GPUs here: the default request is the 2 CPU processes' CPUs, and --cpus-per-task sets it."""
+    env = {**os.environ, **slurm_cluster, "VENV": str(VENV), "CLR_DIST_RUNS_DIR": str(tmp_path / "runs")}
+    for flags, cpus in (([], 2), (["--cpus-per-task", "1"], 1)):
+        result = subprocess.run(
+            [
+                str(BIN / "clr-dist"),
+                "sbatch",
+                *flags,
+                "--hold",
+                f"--chdir={tmp_path}",
+                "--script",
+                str(REPO / "slurm" / "train.sbatch"),
+                *overrides(small_demo),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"sbatch --nodes=1 --ntasks-per-node=1 --cpus-per-task={cpus} --hold ")
+        job = result.stdout.split("Submitted batch job ")[1].split()[0]
+        shown = subprocess.run(["scontrol", "show", "job", job], env=env, capture_output=True, text=True).stdout
+        subprocess.run(["scancel", job], env=env, check=True)
+        assert f"NumCPUs={cpus} " in shown and f"CPUs/Task={cpus} " in shown and "NumTasks=1 " in shown
