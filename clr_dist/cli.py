@@ -216,6 +216,7 @@ def _nproc(args: argparse.Namespace) -> None:
 
 
 def _sbatch(args: argparse.Namespace) -> None:
+    import shlex
     import subprocess
 
     from clr_dist import cluster
@@ -229,7 +230,7 @@ def _sbatch(args: argparse.Namespace) -> None:
         args.sbatch_options,
         args.overrides,
     )
-    print(" ".join(command), flush=True)
+    print(shlex.join(command), flush=True)
     if not args.print_only:
         sys.exit(subprocess.run(command).returncode)
 

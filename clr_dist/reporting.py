@@ -400,8 +400,9 @@ class WandbWriter(Writer):
     def snapshot(self, peak, path) -> None:
         """``logger.log_cycle_end_artifacts``: the saved file as a version of this run's model
         artifact ``cycle-ends-<run id>`` (aliases ``cycle-K``, ``step-N``). W&B hashes it here
-        (0.7 s for AlexNet's 244 MB on a 2-core VM) and uploads it in the background, online, or
-        at ``wandb sync`` offline, reading it in place: keep the run directory until then."""
+        (one read of the file, on the training loop's time) and uploads it in the background,
+        online, or at ``wandb sync`` offline, reading it in place: keep the run directory until
+        then."""
         import wandb
 
         if not self.cfg.log_cycle_end_artifacts or peak.step < self.floor or not path.is_file():
