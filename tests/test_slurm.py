@@ -68,7 +68,8 @@ def test_sbatch_trains_on_two_processes_and_finishes(tmp_path: Path, small_demo:
     )
     log = (tmp_path / f"slurm-{job}.out").read_text()
     assert ended == "JobState=COMPLETED ExitCode=0:0", log[-3000:]
-    assert f"clr_dist: job {job} (restart 0) on 1 node(s) x 2" in log
+    assert f"clr_dist: job {job} (restart 0) on 1 node(s) x 2, 2 CPU(s) per node" in log
+    assert f"rendezvous on localhost:{10000 + int(job) % 20000}," in log  # a port of its own per job
     run = tmp_path / "runs" / f"slurm-{job}"
     assert [line.split(",")[1] for line in (run / "cycle_peaks.csv").read_text().splitlines()[1:]] == ["10", "20"]
     assert '"world_size": 2' in (run / "metrics.jsonl").read_text().splitlines()[0]
@@ -133,6 +134,32 @@ def test_the_time_limit_signal_checkpoints_and_the_script_requeues(
     assert f"resuming from {saved} at step {stopped_at}" in log
     assert [int(row.split(",")[0]) for row in lr_log.read_text().splitlines()[1:]] == list(range(30))
     assert not (run / "stopped").exists()
+
+
+def test_sigusr1_to_the_batch_script_stops_the_run_with_a_checkpoint(
+    tmp_path: Path, small_demo: Path, slurm_cluster: dict
+) -> None:
+    """`scancel --batch --signal=USR1`: only the batch shell gets the signal; it passes it to the
+    step, whose torchrun passes it to the workers, and the job is requeued."""
+    env = {**os.environ, **slurm_cluster}
+    job = sbatch(
+        tmp_path,
+        slurm_cluster,
+        str(REPO / "slurm" / "train.sbatch"),
+        *overrides(small_demo, "model.name=test_resnet", "trainer.max_steps=2000", "logger.mode=disabled"),
+    ).stdout.strip()
+    run = tmp_path / "runs" / f"slurm-{job}"
+    lr_log = run / "lr_rank0.csv"
+    wait_for(lambda: lr_log.exists() and len(lr_log.read_text().splitlines()) > 8, 300, "no training")
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, check=True)
+    wait_for(lambda: squeue_state(job, slurm_cluster) == "PENDING", 120, "the job was not requeued")
+    subprocess.run(["scancel", job], env=env, check=True)
+    stopped_at = int((run / "stopped").read_text())
+    assert 8 <= stopped_at < 2000
+    assert list((run / "checkpoints").glob(f"step-{stopped_at:08d}*/shared.pt"))
+    log = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "stopped by signal 10" in log  # SIGUSR1 reached the workers
+    assert f"clr_dist: stopped at step {stopped_at} with a checkpoint; requeueing job {job}" in log
 
 
 def test_a_requeued_job_resumes_in_the_same_run_directory_and_wandb_run(
