@@ -20,7 +20,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from clr_dist.bounds import read_bounds
+from clr_dist.bounds import METHODS, RULES, read_bounds
 from clr_dist.errors import ConfigError
 from clr_dist.schedules import ScheduleConfig
 
@@ -108,16 +108,9 @@ class SweepMode(StrEnum):
     exp = "exp"
 
 
-class ReadingMethod(StrEnum):
-    auto = "auto"
-    accuracy = "accuracy"
-    loss = "loss"
-
-
-class ReadingRule(StrEnum):
-    range = "range"
-    third = "third"
-    quarter = "quarter"
+# How a range-test curve is read: the values clr_dist.bounds handles.
+ReadingMethod = StrEnum("ReadingMethod", [(method, method) for method in METHODS], module=__name__)
+ReadingRule = StrEnum("ReadingRule", [(rule, rule) for rule in RULES], module=__name__)
 
 
 @dataclass

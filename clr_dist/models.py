@@ -215,9 +215,6 @@ def training_loss(outputs: Any, targets: torch.Tensor, aux_loss_weight: float) -
     return F.cross_entropy(outputs, targets), outputs
 
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
 def compiled(module: torch.nn.Module, mode: str) -> torch.nn.Module:
     """``module`` under ``torch.compile`` in ``mode``, or ``module`` itself for ``"off"``. The
     compiled wrapper shares the module's parameters: keep saving and loading the module's own

@@ -90,7 +90,6 @@ OPTIMIZERS: dict[str, tuple[Callable[[OptimizerConfig], type], Callable[..., tor
         ),
     ),
 }
-IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
 
 
 def implementation_kwargs(optimizer_class: type, implementation: str, device_type: str) -> dict[str, bool]:

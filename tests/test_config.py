@@ -154,19 +154,13 @@ def test_a_checkpoint_holds_the_choices_as_plain_strings(tmp_path: Path, small_d
 
 
 def test_the_enums_list_what_the_code_dispatches_on() -> None:
-    """Each choice's values are the ones its module handles (a new optimizer or policy needs both)."""
-    from clr_dist.bounds import METHODS, RULES
-    from clr_dist.models import COMPILE_MODES
-    from clr_dist.optim import IMPLEMENTATIONS, OPTIMIZERS
-    from clr_dist.schedules import POLICIES, CycleShape, PolicyName
-    from clr_dist.schedules.cyclical import SHAPES
+    """The choices kept as a table elsewhere match their enum (a new optimizer or policy needs
+    both); the shapes and the range-test readings are made from their module's own tuples."""
+    from clr_dist.optim import OPTIMIZERS
+    from clr_dist.schedules import POLICIES, PolicyName
     from clr_dist.schedules.factory import MULTISTAGE
 
     assert tuple(config.OptimizerName) == tuple(OPTIMIZERS)
-    assert tuple(config.Implementation) == IMPLEMENTATIONS
-    assert tuple(config.CompileMode) == COMPILE_MODES
-    assert (tuple(config.ReadingMethod), tuple(config.ReadingRule)) == (METHODS, RULES)
-    assert tuple(CycleShape) == SHAPES
     assert set(PolicyName) == {*POLICIES, MULTISTAGE} == set(POLICY_NAMES)
 
 

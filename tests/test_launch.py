@@ -17,14 +17,20 @@ from tests.conftest import BIN, REPO
 pytestmark = pytest.mark.slow
 
 
+def script_env(work: Path, env: dict) -> dict:
+    """What a user's shell would hold, plus ``env``: 2 processes, runs under ``work``. A
+    CLR_DIST_RUN_ID of the test's own environment is dropped unless ``env`` sets it, so the run
+    is named the way the script names it (RUN_ID, torchrun's rendezvous id or the date)."""
+    full_env = {**os.environ, "VENV": str(BIN.parent), "NPROC": "2", "CLR_DIST_RUNS_DIR": str(work / "runs")}
+    full_env.pop("CLR_DIST_RUN_ID", None)
+    return {**full_env, **env}
+
+
 def run_script(script: str, work: Path, env: dict, *overrides: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "VENV": str(BIN.parent), "NPROC": "2", "CLR_DIST_RUNS_DIR": str(work / "runs"), **env}
-    if "RUN_ID" in env:  # the run directory must come from torchrun's rendezvous id alone
-        full_env.pop("CLR_DIST_RUN_ID", None)
     return subprocess.run(
         ["bash", str(REPO / "launch" / script), *overrides],
         cwd=work,
-        env=full_env,
+        env=script_env(work, env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -71,12 +77,10 @@ def test_multi_node_says_what_is_missing(tmp_path: Path) -> None:
 
 
 def start_script(script: str, work: Path, env: dict, *overrides: str) -> subprocess.Popen:
-    full_env = {**os.environ, "VENV": str(BIN.parent), "NPROC": "2", "CLR_DIST_RUNS_DIR": str(work / "runs"), **env}
-    full_env.pop("CLR_DIST_RUN_ID", None)
     return subprocess.Popen(
         ["bash", str(REPO / "launch" / script), *overrides],
         cwd=work,
-        env=full_env,
+        env=script_env(work, env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -152,9 +156,9 @@ def test_a_stop_sent_to_the_script_checkpoints_and_the_printed_command_continues
     again = err.split(hint)[1].splitlines()[0]
     assert again.startswith(f"RUN_ID={run_dir.name} bash ")
 
-    env = {**os.environ, "VENV": str(BIN.parent), "NPROC": "2", "CLR_DIST_RUNS_DIR": str(tmp_path / "runs")}
-    env.pop("CLR_DIST_RUN_ID", None)
-    resumed = subprocess.run(["bash", "-c", again], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        ["bash", "-c", again], cwd=tmp_path, env=script_env(tmp_path, {}), capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {stopped_at}" in resumed.stderr and "resuming from" in resumed.stderr
     assert steps_logged(run_dir) == list(range(120)) and not (run_dir / "stopped").exists()

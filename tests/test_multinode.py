@@ -354,18 +354,26 @@ def wait_for_exit(nodes: TwoNodes, node: int, bound: float) -> int:
         ) from None
 
 
-def test_losing_a_node_ends_the_job_and_keeps_the_last_checkpoint(tmp_path: Path, colour_data) -> None:
-    """MAX_RESTARTS=0: the surviving node's worker fails its next collective (gloo sees the
-    closed connection at once) and its agent ends with it."""
-    nodes = training(tmp_path, colour_data[0], {"MAX_RESTARTS": "0"})
-    run = tmp_path / "runs" / f"torchrun-{RUN_ID}"
+def lose_node_for_good(work: Path, data: Path, env: dict, bound: float) -> tuple[int, Path, Path]:
+    """Train on two nodes, kill node 1 once a checkpoint at step 8 or later is complete, and
+    wait at most ``bound`` seconds for node 0 to end, which it must with a failure: its exit
+    status, the run directory and the checkpoint complete before the loss."""
+    nodes = training(work, data, env)
+    run = work / "runs" / f"torchrun-{RUN_ID}"
     try:
         saved = wait_for_checkpoint(nodes, run, 8)
         nodes.kill_node(1)
-        code = wait_for_exit(nodes, 0, 60)
+        code = wait_for_exit(nodes, 0, bound)
     finally:
         nodes.kill_all()
     assert code != 0, nodes.stderr(0)[-3000:]
+    return code, run, saved
+
+
+def test_losing_a_node_ends_the_job_and_keeps_the_last_checkpoint(tmp_path: Path, colour_data) -> None:
+    """MAX_RESTARTS=0: the surviving node's worker fails its next collective (gloo sees the
+    closed connection at once) and its agent ends with it."""
+    code, run, saved = lose_node_for_good(tmp_path, colour_data[0], {"MAX_RESTARTS": "0"}, 60)
     last = newest_complete_checkpoint(run)
     assert last is not None and step_of(last) >= step_of(saved)
     assert step_of(last) < MAX_STEPS  # the job did not finish: node 0 went on alone for no step
@@ -376,15 +384,7 @@ def test_losing_a_node_for_good_ends_the_job_within_two_minutes(tmp_path: Path, 
     """The default MAX_RESTARTS (3): the lost node never comes back. The other node's agent
     restarts its worker and waits RDZV_JOIN_TIMEOUT seconds (600 by default, 10 here) for the
     lost node to join again, then ends the job with an error."""
-    nodes = training(tmp_path, colour_data[0], {"RDZV_JOIN_TIMEOUT": "10"})
-    run = tmp_path / "runs" / f"torchrun-{RUN_ID}"
-    try:
-        saved = wait_for_checkpoint(nodes, run, 8)
-        nodes.kill_node(1)
-        code = wait_for_exit(nodes, 0, 120)
-    finally:
-        nodes.kill_all()
-    assert code != 0
+    code, run, saved = lose_node_for_good(tmp_path, colour_data[0], {"RDZV_JOIN_TIMEOUT": "10"}, 120)
     assert step_of(newest_complete_checkpoint(run)) >= step_of(saved)
 
 

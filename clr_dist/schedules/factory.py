@@ -44,12 +44,8 @@ class PolicyName(StrEnum):
     triangular2 = "triangular2"
 
 
-class CycleShape(StrEnum):
-    """``schedule.shape``: the windows of ``clr_dist.schedules.cyclical.SHAPES``."""
-
-    triangular = "triangular"
-    welch = "welch"
-    hann = "hann"
+# ``schedule.shape``: the windows of ``clr_dist.schedules.cyclical.SHAPES``.
+CycleShape = StrEnum("CycleShape", [(shape, shape) for shape in SHAPES], module=__name__)
 
 
 @dataclass
